@@ -1,0 +1,80 @@
+"""veo4k: an asyncio client for the Kie.ai Veo 3.1 "Get 4K Video" API.
+
+>>> async with veo4k.Veo4kClient() as client:          # key from KIE_API_KEY
+...     result = await client.wait_for_4k("veo_task_abc")
+...     print(result.video_url)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._client import Veo4kClient, wait_for_4k
+from ._config import PollPolicy, RateLimit, RetryPolicy
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ClientStateError,
+    ConfigurationError,
+    DownloadError,
+    FourKUnavailableError,
+    InsufficientCreditsError,
+    MediaFetchError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+    SignatureError,
+    SourceNotReadyError,
+    SourceTaskFailedError,
+    TransportError,
+    ValidationError,
+    Veo4kError,
+    WaitTimeoutError,
+)
+from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitEvent, WaitState
+from ._signature import verify_signature
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientStateError",
+    "ConfigurationError",
+    "DownloadError",
+    "FourKResult",
+    "FourKStatus",
+    "FourKUnavailableError",
+    "InsufficientCreditsError",
+    "MediaFetchError",
+    "NotFoundError",
+    "Outcome",
+    "PollPolicy",
+    "RateLimit",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "ServiceUnavailableError",
+    "SignatureError",
+    "SourceNotReadyError",
+    "SourceTaskFailedError",
+    "TaskRecord",
+    "TransportError",
+    "ValidationError",
+    "Veo4kClient",
+    "Veo4kError",
+    "WaitEvent",
+    "WaitState",
+    "WaitTimeoutError",
+    "verify_signature",
+    "wait_for_4k",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("veo4k")
+    raise AttributeError(f"module 'veo4k' has no attribute {name!r}")

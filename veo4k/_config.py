@@ -1,0 +1,150 @@
+"""Frozen configuration objects: how to poll, how to retry, how fast to go."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import backoff
+
+from ._errors import ConfigurationError
+
+__all__ = ["PollPolicy", "RateLimit", "RetryPolicy"]
+
+
+def _finite_nonneg(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{attribute.name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(f"{attribute.name} must be finite and >= 0, got {value!r}")
+
+
+def _finite_pos(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    _finite_nonneg(instance, attribute, value)
+    if value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _exp_base(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    _finite_pos(instance, attribute, value)
+    if not 1.0 <= value <= 10.0:
+        raise ConfigurationError(f"{attribute.name} must be within [1, 10], got {value!r}")
+
+
+def _capped(seq: Iterator[Any]) -> Iterator[float]:
+    next(seq)  # backoff's generators yield once before the first value
+    return seq
+
+
+@attrs.frozen(kw_only=True)
+class PollPolicy:
+    """When :meth:`Veo4kClient.wait_for_4k` asks Kie again, and when it gives up.
+
+    The first request goes out at once: it submits the 4K job, or returns the URLs of a finished
+    one. Then the waiter sleeps ``first_delay + U(0, first_delay_jitter)`` seconds, and after that
+    the *n*-th interval (n = 0, 1, ...) is::
+
+        min(wait_max, wait_initial * wait_exp_base ** n) + U(0, wait_jitter)
+
+    until ``timeout`` seconds have passed since the wait began; the last sleep is cut so the
+    deadline holds to the millisecond.
+
+    Why these defaults: Kie documents 5-10 minutes per 4K and asks for re-calls no more often than
+    every 30 s. Polling during the first ``first_delay`` = 300 s is wasted budget (the upscale is
+    never done that early), so the first poll waits for it; its 30 s jitter spreads a batch
+    submitted at once over 30 one-second windows. After that, polling every 30 s (the documented
+    floor, plus up to 1 s of jitter so tasks drift apart) detects a ready 4K within about 30 s
+    (p95), at about 7 requests per task for a 5-10 minute job. ``benchmarks/polling.py``
+    measures this against the alternatives; its table is in ``benchmarks/README.md``. The
+    one-hour timeout covers a load spike of 30-minute upscales with room to spare.
+    """
+
+    first_delay: float = attrs.field(default=300.0, validator=_finite_nonneg)
+    first_delay_jitter: float = attrs.field(default=30.0, validator=_finite_nonneg)
+    wait_initial: float = attrs.field(default=30.0, validator=_finite_pos)
+    wait_max: float = attrs.field(default=30.0, validator=_finite_pos)
+    wait_exp_base: float = attrs.field(default=2.0, validator=_exp_base)
+    wait_jitter: float = attrs.field(default=1.0, validator=_finite_nonneg)
+    timeout: float = attrs.field(default=3600.0, validator=_finite_pos)
+
+    def __attrs_post_init__(self) -> None:
+        if self.wait_max < self.wait_initial:
+            raise ConfigurationError(
+                f"wait_max ({self.wait_max!r}) must be >= wait_initial ({self.wait_initial!r})"
+            )
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        """Yield the sleeps between requests, forever; ``rng`` draws the jitter."""
+        yield self.first_delay + rng.uniform(0.0, self.first_delay_jitter)
+        expo = _capped(
+            backoff.expo(base=self.wait_exp_base, factor=self.wait_initial, max_value=self.wait_max)
+        )
+        for base_delay in expo:
+            yield base_delay + rng.uniform(0.0, self.wait_jitter)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How one request is retried after a transient failure (connection, 429, 455, 5xx).
+
+    Attempt *n* (n = 0, 1, ...) that failed is followed by a sleep of
+    ``U(0, min(wait_max, wait_initial * wait_exp_base ** n))`` (full jitter), at least the
+    ``Retry-After`` the server sent, and at least ``maintenance_wait`` after a 455; at most
+    ``attempts`` tries are made in all, and never past the caller's deadline.
+    """
+
+    attempts: int = attrs.field(default=5)
+    wait_initial: float = attrs.field(default=1.0, validator=_finite_pos)
+    wait_max: float = attrs.field(default=30.0, validator=_finite_pos)
+    wait_exp_base: float = attrs.field(default=2.0, validator=_exp_base)
+    maintenance_wait: float = attrs.field(default=30.0, validator=_finite_nonneg)
+
+    @attempts.validator
+    def _check_attempts(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            raise ConfigurationError(f"attempts must be an int within [1, 100], got {value!r}")
+
+    def __attrs_post_init__(self) -> None:
+        if self.wait_max < self.wait_initial:
+            raise ConfigurationError(
+                f"wait_max ({self.wait_max!r}) must be >= wait_initial ({self.wait_initial!r})"
+            )
+
+    def backoff_caps(self) -> Iterator[float]:
+        """Yield the upper bound of each successive full-jitter sleep."""
+        return _capped(
+            backoff.expo(base=self.wait_exp_base, factor=self.wait_initial, max_value=self.wait_max)
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """At most ``max_requests`` requests in any window of ``period`` seconds, per client.
+
+    The default is Kie's documented account limit: 20 generation requests per 10 s. Every request
+    the client makes (submissions, polls, record-info) counts. After a 429 the client lowers its
+    own rate to ``decrease`` times the current one (never below ``min_fraction`` of the limit) and
+    earns it back by ``increase`` of the limit per ``period`` without a 429 (AIMD).
+    """
+
+    max_requests: int = attrs.field(default=20)
+    period: float = attrs.field(default=10.0, validator=_finite_pos)
+    decrease: float = attrs.field(default=0.5)
+    increase: float = attrs.field(default=0.1)
+    min_fraction: float = attrs.field(default=0.05)
+
+    @max_requests.validator
+    def _check_max(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"max_requests must be an int >= 1, got {value!r}")
+
+    @decrease.validator
+    @increase.validator
+    @min_fraction.validator
+    def _check_fraction(self, attribute: attrs.Attribute[float], value: float) -> None:
+        _finite_pos(self, attribute, value)
+        if value > 1:
+            raise ConfigurationError(f"{attribute.name} must be within (0, 1], got {value!r}")

@@ -1,0 +1,218 @@
+"""The request path: pace, send, read a bounded body, parse the envelope, retry transients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+
+from ._config import RetryPolicy
+from ._errors import APIError, RateLimitError, ServiceUnavailableError, TransportError, Veo4kError
+from ._limiter import Pacer
+from ._wire import (
+    MAX_BODY_BYTES,
+    TRANSIENT_CODES,
+    Envelope,
+    error_for,
+    is_transient,
+    parse_envelope,
+)
+
+__all__ = ["Api", "Counter", "RetryHook"]
+
+log = logging.getLogger("veo4k")
+
+RetryHook = Callable[[Veo4kError, int, float], Awaitable[None]]
+"""Called before a retry sleep with the error, the attempt that failed and the delay."""
+
+
+@attrs.define
+class Counter:
+    """Counts HTTP requests sent on behalf of one wait or call."""
+
+    requests: int = 0
+
+
+class _Key:
+    """Holds the API key so that no repr, str or traceback local can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<api key hidden>"
+
+    __str__ = __repr__
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a numeric ``Retry-After`` header (HTTP dates are ignored), capped at 1 h."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        return None
+    return min(seconds, 3600.0)
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int = MAX_BODY_BYTES) -> bytes:
+    """Read at most ``cap`` bytes of a body; a longer one is a transport fault."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            raise TransportError(f"response body exceeds {cap} bytes", status=resp.status)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Api:
+    """Sends one logical request to Kie, with pacing and bounded retries."""
+
+    def __init__(
+        self,
+        *,
+        session: Callable[[], aiohttp.ClientSession],
+        base_url: str,
+        api_key: str,
+        request_timeout: float,
+        retry: RetryPolicy,
+        pacer: Pacer,
+        rng: random.Random,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._key = _Key(api_key)
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._request_timeout = request_timeout
+        self._retry = retry
+        self._pacer = pacer
+        self._rng = rng
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        task_id: str | None,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        counter: Counter | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> Envelope:
+        """Return the envelope of a non-transient answer, or raise after bounded retries.
+
+        A transient answer (transport fault, 429, 455, 5xx other than "4K unavailable") is
+        retried with full-jitter backoff; any other code is returned for the caller to classify.
+        """
+        caps = self._retry.backoff_caps()
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            granted_at = await self._pacer.acquire()
+            if counter is not None:
+                counter.requests += 1
+            try:
+                env = await self._send(method, path, task_id=task_id, json=json, params=params)
+                if env.code in TRANSIENT_CODES:
+                    raise error_for(env, task_id)
+            except (TransportError, APIError) as exc:
+                if isinstance(exc, RateLimitError):
+                    self._pacer.on_rate_limited(granted_at, exc.retry_after, loop.time())
+                retryable = is_transient(exc) and not (
+                    isinstance(exc, TransportError) and not exc.retryable
+                )
+                if not retryable:
+                    raise
+                if attempt >= self._retry.attempts:
+                    if isinstance(exc, TransportError):
+                        raise exc.replace(attempts=attempt) from exc
+                    raise
+                delay = self._delay(exc, next(caps))
+                log.debug(
+                    "retrying %s %s task=%s after %s in %.2f s (attempt %d/%d)",
+                    method, path, task_id, type(exc).__name__, delay, attempt, self._retry.attempts,
+                )  # fmt: skip
+                if on_retry is not None:
+                    await on_retry(exc, attempt, delay)
+                await asyncio.sleep(delay)
+            else:
+                return env
+
+    def _delay(self, exc: Veo4kError, cap: float) -> float:
+        delay = self._rng.uniform(0.0, cap)
+        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        if isinstance(exc, ServiceUnavailableError):
+            delay = max(delay, self._retry.maintenance_wait)
+        return delay
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        task_id: str | None,
+        json: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+    ) -> Envelope:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
+        try:
+            async with self._session().request(
+                method,
+                self._base_url + path,
+                json=json,
+                params=params,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as resp:
+                status = resp.status
+                if 300 <= status < 400:
+                    raise TransportError(
+                        "redirect refused (the API key is never sent to another URL)",
+                        status=status,
+                        task_id=task_id,
+                        retryable=False,
+                    )
+                body = await read_capped(resp)
+                retry_after = parse_retry_after(resp.headers)
+        except TimeoutError:
+            raise TransportError(
+                f"no complete answer within request_timeout={self._request_timeout:g} s",
+                task_id=task_id,
+            ) from None
+        except aiohttp.ClientError as exc:
+            # Not chained: aiohttp errors can hold the request headers, and so the API key.
+            raise TransportError(
+                f"connection failed ({type(exc).__name__}: {exc})", task_id=task_id
+            ) from None
+        try:
+            env = parse_envelope(body, http_status=status, retry_after=retry_after)
+        except TransportError as exc:
+            # A 4xx page that is not an envelope will not change on retry (wrong base_url...).
+            retryable = not (400 <= status < 500 and status not in (408, 425, 429))
+            raise exc.replace(task_id=task_id, retryable=retryable) from None
+        log.debug(
+            "%s %s task=%s -> HTTP %d code %d in %.1f ms",
+            method, path, task_id, status, env.code, (loop.time() - started) * 1000,
+        )  # fmt: skip
+        return env

@@ -1,0 +1,577 @@
+"""A fake Kie server on 127.0.0.1 that answers as ``kie-api.md`` documents, quirks included."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import hashlib
+import itertools
+import json
+import random
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import attrs
+from aiohttp import web
+
+from .._signature import sign
+from ._faults import Fault, FaultKind, answer_fault, random_fault
+
+__all__ = ["CallbackShape", "FakeKie", "FakeTask", "TaskOutcome"]
+
+FOURK = "/api/v1/veo/get-4k-video"
+RECORD = "/api/v1/veo/record-info"
+DOWNLOAD_URL = "/api/v1/common/download-url"
+CREDIT = "/api/v1/chat/credit"
+
+MSG_PROCESSING = "4k is processing. It should be ready in 5-10 minutes. Please check back shortly."
+MSG_DONE = "The video has been generated successfully"
+MSG_UNAVAILABLE = "The 4K version of this video is unavailable. Please try a different video."
+MSG_NOT_SUCCESS = "record status is not success."
+
+
+class TaskOutcome(enum.StrEnum):
+    """How a fake source task behaves when its 4K is requested."""
+
+    OK = "ok"
+    UNAVAILABLE = "unavailable"
+    """The 4K job runs, then fails: 500 "4K version ... unavailable" and a failure callback."""
+    SOURCE_FAILED = "source_failed"
+    """The source generation failed: 422 "record status is not success.", successFlag 2."""
+    SOURCE_GENERATING = "source_generating"
+    """The source is still generating for ``source_ready_after`` seconds, then OK."""
+    EXPIRED = "expired"
+    """422 "Temporarily supports records within 14 days."."""
+    BLANK = "blank"
+    """422 "record result data is blank."."""
+    FETCH_FAILED = "fetch_failed"
+    """451 "Failed to fetch the image"."""
+
+
+class CallbackShape(enum.StrEnum):
+    """The documented callback payload shapes (see kie-api.md)."""
+
+    A = "A"
+    B = "B"
+    B_FLAT = "B_flat"
+    C = "C"
+    D = "D"
+    ROTATE = "rotate"
+
+
+@attrs.define(kw_only=True)
+class _Job:
+    started: float
+    callback_url: str | None
+    done: bool = False
+
+
+@attrs.define(kw_only=True)
+class FakeTask:
+    """A source task the fake knows, and what happened to its 4K requests."""
+
+    task_id: str
+    ready_after: float = 2.0
+    """Seconds from the first 4K submission to a ready 4K."""
+    outcome: TaskOutcome = TaskOutcome.OK
+    source_ready_after: float = 0.0
+    indices: int = 1
+    done_code: int = 422
+    """Code of a repeat answer that carries the URLs (422 as documented, or 200)."""
+    urls_as_string: bool = False
+    """Send URL lists as a JSON-encoded string, as one doc sample does."""
+    legacy_accept: bool = False
+    """Answer the first submission with ``data`` holding only ``taskId`` (older docs)."""
+    created_at: float = 0.0
+    jobs: dict[int, _Job] = attrs.field(factory=dict)
+    posts: collections.Counter[int] = attrs.field(factory=collections.Counter)
+    """get-4k-video requests per index."""
+    charges: collections.Counter[int] = attrs.field(factory=collections.Counter)
+    """Paid submissions per index: requests that started a 4K job."""
+
+
+@attrs.define
+class _Stats:
+    requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    times: collections.deque[float] = attrs.field(
+        factory=lambda: collections.deque(maxlen=1_000_000)
+    )
+    rate_limited: int = 0
+    faults_fired: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    file_auth_violations: list[str] = attrs.field(factory=list)
+    range_requests: int = 0
+    callbacks_sent: int = 0
+    callbacks_failed: int = 0
+
+
+def fake_video_bytes(name: str, size: int) -> bytes:
+    """Deterministic bytes that start like an MP4 file."""
+    head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+    seed = hashlib.sha256(name.encode()).digest()
+    body = (seed * (size // len(seed) + 1))[: max(0, size - len(head))]
+    return (head + body)[:size]
+
+
+class FakeKie:
+    """An aiohttp fake of Kie's Veo API on 127.0.0.1, for tests, demos and benchmarks.
+
+    ``async with FakeKie() as kie:`` starts it; point a client at ``kie.base_url`` with
+    ``kie.api_key``. Tasks are created on first use (``auto_create``) or with :meth:`add_task`.
+    Faults are queued with :meth:`inject` or drawn at ``fault_rate``; ``rate_limit`` enforces
+    ``(max_requests, period)`` over every API request, as a sliding window.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "fake-kie-key",
+        ready_after: float = 2.0,
+        auto_create: bool = True,
+        mirror_status: bool = False,
+        rate_limit: tuple[int, float] | None = None,
+        rate_limit_retry_after: float | None = None,
+        hmac_key: str | None = None,
+        callback_shape: CallbackShape = CallbackShape.A,
+        callback_duplicates: int = 0,
+        callback_delay: float = 0.0,
+        deliver_callbacks: bool = True,
+        fault_rate: float = 0.0,
+        seed: int = 0,
+        file_size: int = 65_536,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.ready_after = ready_after
+        self.auto_create = auto_create
+        self.mirror_status = mirror_status
+        self.rate_limit = rate_limit
+        self.rate_limit_retry_after = rate_limit_retry_after
+        self.hmac_key = hmac_key
+        self.callback_shape = CallbackShape(callback_shape)
+        self.callback_duplicates = callback_duplicates
+        self.callback_delay = callback_delay
+        self.deliver_callbacks = deliver_callbacks
+        self.fault_rate = fault_rate
+        self.file_size = file_size
+        self.tasks: dict[str, FakeTask] = {}
+        self.stats = _Stats()
+        self.expired_files: set[str] = set()
+        self.interrupt_files: dict[str, int] = {}
+        self.range_support = True
+        self._rng = random.Random(seed)
+        self._faults: list[Fault] = []
+        self._window: collections.deque[float] = collections.deque()
+        self._shapes = itertools.cycle([s for s in CallbackShape if s is not CallbackShape.ROTATE])
+        self._host, self._port = host, port
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self.base_url = ""
+        self.file_base_url = ""
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def add_task(self, task_id: str, **options: Any) -> FakeTask:
+        """Register a source task; ``options`` are :class:`FakeTask` fields."""
+        options.setdefault("ready_after", self.ready_after)
+        task = FakeTask(task_id=task_id, created_at=self._now(), **options)
+        self.tasks[task_id] = task
+        return task
+
+    def inject(self, kind: FaultKind | str, **options: Any) -> Fault:
+        """Queue a fault for the next matching request(s); ``options`` are :class:`Fault` fields."""
+        fault = Fault(kind=FaultKind(kind), **options)
+        if fault.kind is FaultKind.REDIRECT and not fault.location:
+            fault.location = f"{self.file_base_url}/redirect-capture"
+        self._faults.append(fault)
+        return fault
+
+    def submissions(self, task_id: str, index: int = 0) -> int:
+        """How many paid 4K jobs were started for a task and index."""
+        task = self.tasks.get(task_id)
+        return task.charges[index] if task else 0
+
+    def posts(self, task_id: str, index: int = 0) -> int:
+        """How many get-4k-video requests arrived for a task and index."""
+        task = self.tasks.get(task_id)
+        return task.posts[index] if task else 0
+
+    def result_url(self, task_id: str, index: int = 0) -> str:
+        """Where the fake serves the 4K file of a task."""
+        return f"{self.file_base_url}/files/{task_id}_{index}.mp4"
+
+    def max_in_window(self, period: float) -> int:
+        """The most API requests seen in any window of ``period`` seconds."""
+        times, best, lo = list(self.stats.times), 0, 0
+        for hi, t in enumerate(times):
+            while times[lo] <= t - period:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Listen on ``host``: an API site and a separate file-host site."""
+        app = web.Application(client_max_size=1_048_576)
+        app.router.add_post(FOURK, self._fourk)
+        app.router.add_get(RECORD, self._record)
+        app.router.add_post(DOWNLOAD_URL, self._download_url)
+        app.router.add_get(CREDIT, self._credit)
+        app.router.add_get("/files/{name}", self._file)
+        app.router.add_route("*", "/redirect-capture", self._capture)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        api = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=0.1)
+        files = web.TCPSite(self._runner, self._host, 0, shutdown_timeout=0.1)
+        await api.start()
+        await files.start()
+        ports = [addr[1] for addr in self._runner.addresses]
+        self.base_url = f"http://{self._host}:{ports[0]}"
+        self.file_base_url = f"http://{self._host}:{ports[1]}"
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        """Stop delivering callbacks and serving."""
+        for task in list(self._deliveries):
+            task.cancel()
+        if self._deliveries:
+            await asyncio.wait(self._deliveries)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _now() -> float:
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return time.monotonic()
+
+    def _envelope(self, code: int, msg: str, data: Any = None) -> web.Response:
+        status = code if self.mirror_status and code != 200 else 200
+        return web.json_response({"code": code, "msg": msg, "data": data}, status=status)
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    def _over_limit(self, now: float) -> bool:
+        if self.rate_limit is None:
+            return False
+        count, period = self.rate_limit
+        while self._window and self._window[0] <= now - period:
+            self._window.popleft()
+        if len(self._window) >= count:
+            self.stats.rate_limited += 1
+            return True
+        self._window.append(now)
+        return False
+
+    def _take_fault(self, path: str, task_id: str | None) -> Fault | None:
+        for fault in self._faults:
+            if fault.matches(path, task_id):
+                fault.times -= 1
+                self.stats.faults_fired[fault.kind.value] += 1
+                return fault
+        if self.fault_rate and self._rng.random() < self.fault_rate:
+            fault = random_fault(self._rng)
+            self.stats.faults_fired[fault.kind.value] += 1
+            return fault
+        return None
+
+    async def _gate(self, request: web.Request, path: str, task_id: str | None) -> Any:
+        """Common checks; return a response to send at once, or (fault, None) to proceed."""
+        now = self._now()
+        self.stats.requests[path] += 1
+        self.stats.times.append(now)
+        fault = self._take_fault(path, task_id)
+        if fault is not None and fault.acts_first:
+            return await answer_fault(fault, request)
+        if not self._authorized(request):
+            return self._envelope(401, "You do not have access permissions")
+        if self._over_limit(now):
+            headers = {}
+            if self.rate_limit_retry_after is not None:
+                headers["Retry-After"] = f"{self.rate_limit_retry_after:g}"
+            body = {"code": 429, "msg": "Too many requests, please slow down.", "data": None}
+            return web.json_response(body, status=429, headers=headers)
+        return (fault,)
+
+    async def _finish(
+        self, request: web.Request, fault: Fault | None, answer: web.Response
+    ) -> web.StreamResponse:
+        if fault is None:
+            return answer
+        return await answer_fault(fault, request, answer)
+
+    def _task(self, task_id: str) -> FakeTask | None:
+        task = self.tasks.get(task_id)
+        if task is None and self.auto_create:
+            task = self.add_task(task_id)
+        return task
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def _fourk(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        task_id = body.get("taskId") if isinstance(body, dict) else None
+        gate = await self._gate(request, FOURK, task_id if isinstance(task_id, str) else None)
+        if not isinstance(gate, tuple):
+            return gate  # type: ignore[no-any-return]
+        (fault,) = gate
+        return await self._finish(request, fault, self._fourk_answer(body))
+
+    def _fourk_answer(self, body: Any) -> web.Response:
+        if not isinstance(body, dict) or not isinstance(body.get("taskId"), str):
+            return self._envelope(422, "taskId is required")
+        index = body.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            return self._envelope(422, "index is invalid")
+        callback_url = body.get("callBackUrl")
+        task = self._task(body["taskId"])
+        if task is None:
+            return self._envelope(422, "record is null.")
+        task.posts[index] += 1
+        now = self._now()
+        if index >= task.indices:
+            return self._envelope(422, "record result data not exist.")
+        refusal = self._refusal(task, now)
+        if refusal is not None:
+            return refusal
+        job = task.jobs.get(index)
+        if job is None or (job.done and task.outcome is TaskOutcome.UNAVAILABLE):
+            job = task.jobs[index] = _Job(started=now, callback_url=callback_url)
+            task.charges[index] += 1
+            if callback_url and self.deliver_callbacks:
+                self._schedule_callback(task, index, callback_url, task.ready_after)
+            if task.ready_after > 0:
+                data: dict[str, Any] = {"taskId": task.task_id}
+                if not task.legacy_accept:
+                    data |= {"resultUrls": None, "imageUrls": None}
+                return self._envelope(200, "success", data)
+        if now - job.started < task.ready_after:
+            data = {"taskId": task.task_id, "resultUrls": None, "imageUrls": None}
+            return self._envelope(422, MSG_PROCESSING, data)
+        job.done = True
+        if task.outcome is TaskOutcome.UNAVAILABLE:
+            return self._envelope(500, MSG_UNAVAILABLE, {"taskId": task.task_id})
+        urls = self._urls(task, index)
+        return self._envelope(task.done_code, MSG_DONE, {"taskId": task.task_id, **urls})
+
+    def _refusal(self, task: FakeTask, now: float) -> web.Response | None:
+        outcome = task.outcome
+        if outcome is TaskOutcome.EXPIRED:
+            return self._envelope(422, "Temporarily supports records within 14 days.")
+        if outcome is TaskOutcome.BLANK:
+            return self._envelope(422, "record result data is blank.")
+        if outcome is TaskOutcome.FETCH_FAILED:
+            return self._envelope(
+                451, "Failed to fetch the image. Kindly verify any access limits set by you."
+            )
+        if outcome is TaskOutcome.SOURCE_FAILED or (
+            outcome is TaskOutcome.SOURCE_GENERATING
+            and now - task.created_at < task.source_ready_after
+        ):
+            return self._envelope(422, MSG_NOT_SUCCESS)
+        return None
+
+    def _urls(self, task: FakeTask, index: int) -> dict[str, Any]:
+        video = [self.result_url(task.task_id, index)]
+        image = [video[0].removesuffix(".mp4") + ".jpg"]
+        if task.urls_as_string:
+            return {"resultUrls": json.dumps(video), "imageUrls": json.dumps(image)}
+        return {"resultUrls": video, "imageUrls": image}
+
+    async def _record(self, request: web.Request) -> web.StreamResponse:
+        task_id = request.query.get("taskId")
+        gate = await self._gate(request, RECORD, task_id)
+        if not isinstance(gate, tuple):
+            return gate  # type: ignore[no-any-return]
+        (fault,) = gate
+        return await self._finish(request, fault, self._record_answer(task_id))
+
+    def _record_answer(self, task_id: str | None) -> web.Response:
+        if not task_id:
+            return self._envelope(422, "taskId is required")
+        task = self._task(task_id)
+        if task is None:
+            return self._envelope(422, "record is null.")
+        now = self._now()
+        flag, error_code, error_message = 1, None, ""
+        if task.outcome is TaskOutcome.SOURCE_FAILED:
+            flag, error_code, error_message = 2, 400, "Generation failed: content policy."
+        elif task.outcome is TaskOutcome.SOURCE_GENERATING and (
+            now - task.created_at < task.source_ready_after
+        ):
+            flag = 0
+        source = f"{self.file_base_url}/files/{task.task_id}_1080p.mp4"
+        data = {
+            "taskId": task.task_id,
+            "paramJson": json.dumps({"prompt": "a fake prompt"}),
+            "completeTime": "2025-06-06 10:30:00" if flag == 1 else None,
+            "response": {"taskId": task.task_id, "resultUrls": [source], "resolution": "1080p"}
+            if flag == 1
+            else None,
+            "successFlag": flag,
+            "errorCode": error_code,
+            "errorMessage": error_message,
+            "createTime": "2025-06-06T10:25:00Z",
+            "fallbackFlag": False,
+        }
+        return self._envelope(200, "success", data)
+
+    async def _download_url(self, request: web.Request) -> web.StreamResponse:
+        gate = await self._gate(request, DOWNLOAD_URL, None)
+        if not isinstance(gate, tuple):
+            return gate  # type: ignore[no-any-return]
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.startswith(self.file_base_url + "/files/"):
+            return self._envelope(422, "The url is not a Kie-generated file.")
+        name = url.split("/files/", 1)[1].split("?", 1)[0]
+        self.expired_files.discard(name)
+        return self._envelope(200, "success", f"{self.file_base_url}/files/{name}?fresh=1")
+
+    async def _credit(self, request: web.Request) -> web.StreamResponse:
+        gate = await self._gate(request, CREDIT, None)
+        if not isinstance(gate, tuple):
+            return gate  # type: ignore[no-any-return]
+        return self._envelope(200, "success", 100)
+
+    # -- file host ---------------------------------------------------------------------------
+
+    async def _capture(self, request: web.Request) -> web.StreamResponse:
+        if "Authorization" in request.headers:
+            self.stats.file_auth_violations.append(str(request.url))
+        return web.Response(status=404)
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if "Authorization" in request.headers:
+            self.stats.file_auth_violations.append(str(request.url))
+            return web.Response(status=400, text="Authorization header sent to the file host")
+        if name in self.expired_files:
+            return web.Response(status=403, text="expired")
+        data = fake_video_bytes(name, self.file_size)
+        start = 0
+        range_header = request.headers.get("Range", "")
+        if self.range_support and range_header.startswith("bytes=") and range_header.endswith("-"):
+            self.stats.range_requests += 1
+            start = int(range_header[6:-1] or 0)
+            if start >= len(data):
+                return web.Response(status=416)
+        status = 206 if start else 200
+        resp = web.StreamResponse(status=status)
+        resp.content_length = len(data) - start
+        resp.content_type = "video/mp4"
+        if start:
+            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        if self.range_support:
+            resp.headers["Accept-Ranges"] = "bytes"
+        await resp.prepare(request)
+        cut = self.interrupt_files.pop(name, None)
+        if cut is not None and cut > start:
+            await resp.write(data[start:cut])
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return resp
+        await resp.write(data[start:])
+        await resp.write_eof()
+        return resp
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def _schedule_callback(self, task: FakeTask, index: int, url: str, after: float) -> None:
+        task_ref = asyncio.get_running_loop().create_task(
+            self._deliver(task, index, url, after + self.callback_delay)
+        )
+        self._deliveries.add(task_ref)
+        task_ref.add_done_callback(self._deliveries.discard)
+
+    def callback_payload(
+        self, task: FakeTask, index: int, shape: CallbackShape | None = None
+    ) -> dict[str, Any]:
+        """The body Kie would send to ``callBackUrl`` once the 4K job of ``task`` ends."""
+        tid = task.task_id
+        if task.outcome is TaskOutcome.UNAVAILABLE:
+            return {"code": 500, "msg": MSG_UNAVAILABLE, "data": {"taskId": tid}}
+        shape = shape or self.callback_shape
+        if shape is CallbackShape.ROTATE:
+            shape = next(self._shapes)
+        video = [self.result_url(tid, index)]
+        image = [video[0].removesuffix(".mp4") + ".jpg"]
+        data: dict[str, Any]
+        if shape is CallbackShape.A:
+            data = {"taskId": tid, "info": {"resultUrls": video, "imageUrls": image}}
+        elif shape is CallbackShape.B:
+            data = {"taskId": tid, "fallbackFlag": False, "info": {"resultUrls": video}}
+        elif shape is CallbackShape.B_FLAT:
+            data = {
+                "taskId": tid,
+                "resultUrls": json.dumps(video),
+                "mediaIds": ["m1"],
+                "imageUrls": image,
+            }
+        elif shape is CallbackShape.C:
+            info = {"imageUrls": image, "resultUrls": video}
+            data = {"creditsConsumed": 120, "info": info, "taskId": tid}
+        else:
+            data = {"task_id": tid, "result_urls": video, "media_ids": ["m1"], "image_urls": image}
+        return {"code": 200, "msg": "4K Video generated successfully.", "data": data}
+
+    def callback_headers(self, task_id: str, timestamp: int | None = None) -> dict[str, str]:
+        """Signed headers for a delivery about ``task_id`` (none without ``hmac_key``)."""
+        headers = {"Content-Type": "application/json"}
+        if self.hmac_key:
+            ts = int(time.time()) if timestamp is None else timestamp
+            headers["X-Webhook-Timestamp"] = str(ts)
+            headers["X-Webhook-Signature"] = sign(task_id, ts, self.hmac_key)
+        return headers
+
+    async def _deliver(self, task: FakeTask, index: int, url: str, after: float) -> None:
+        await asyncio.sleep(after)
+        body = json.dumps(self.callback_payload(task, index)).encode()
+        for _ in range(1 + self.callback_duplicates):
+            await self.post_callback(url, body, self.callback_headers(task.task_id))
+
+    async def post_callback(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST one callback delivery as Kie does (15 s answer timeout); return the status."""
+        assert self._session is not None, "FakeKie is not started"
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=15)
+            ) as resp:
+                await resp.read()
+                self.stats.callbacks_sent += 1
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            self.stats.callbacks_failed += 1
+            return 0

@@ -1,0 +1,125 @@
+"""Faults the fake server can inject, one answer at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import random
+
+import attrs
+from aiohttp import web
+
+__all__ = ["Fault", "FaultKind"]
+
+
+class FaultKind(enum.StrEnum):
+    """What goes wrong with one answer."""
+
+    HTML = "html"
+    """An HTML error page with HTTP ``status`` (default 502)."""
+    ENVELOPE = "envelope"
+    """A well-formed envelope with error ``code`` (HTTP 200 unless ``status`` is given)."""
+    TRUNCATED = "truncated"
+    """Valid JSON cut in half."""
+    EMPTY = "empty"
+    """HTTP 200 with no body."""
+    NON_JSON = "non_json"
+    """text/plain prose."""
+    NOT_ENVELOPE = "not_envelope"
+    """Valid JSON that is not an envelope."""
+    RESET_BEFORE = "reset_before"
+    """The connection is dropped before the request is acted on."""
+    RESET_AFTER = "reset_after"
+    """The request is acted on (a submission counts), then the connection is dropped."""
+    SLOW = "slow"
+    """The answer comes after ``delay`` seconds."""
+    REDIRECT = "redirect"
+    """A 307 to the fake's file host: a client must not follow it with its key."""
+
+
+@attrs.define(kw_only=True)
+class Fault:
+    """One injected fault and where it applies; ``times`` counts down as it fires."""
+
+    kind: FaultKind
+    times: int = 1
+    path: str | None = None
+    task_id: str | None = None
+    status: int | None = None
+    code: int = 500
+    msg: str = "Internal Error, Please try again later."
+    delay: float = 5.0
+    retry_after: float | None = None
+    location: str = ""
+
+    def matches(self, path: str, task_id: str | None) -> bool:
+        """Whether this fault applies to a request on ``path`` for ``task_id``."""
+        if self.times <= 0:
+            return False
+        if self.path is not None and self.path != path:
+            return False
+        return self.task_id is None or self.task_id == task_id
+
+    @property
+    def acts_first(self) -> bool:
+        """Faults answered without touching the fake's state."""
+        return self.kind not in (FaultKind.RESET_AFTER, FaultKind.SLOW)
+
+
+def random_fault(rng: random.Random) -> Fault:
+    """A fault drawn from a mix of everything a flaky network and server produce."""
+    return rng.choice(
+        [
+            Fault(kind=FaultKind.HTML, status=rng.choice([500, 502, 503, 504])),
+            Fault(kind=FaultKind.ENVELOPE, code=500),
+            Fault(kind=FaultKind.ENVELOPE, code=455, msg="Service under maintenance"),
+            Fault(kind=FaultKind.ENVELOPE, code=429, status=429, msg="Rate limited"),
+            Fault(kind=FaultKind.TRUNCATED),
+            Fault(kind=FaultKind.EMPTY),
+            Fault(kind=FaultKind.NON_JSON),
+            Fault(kind=FaultKind.NOT_ENVELOPE),
+            Fault(kind=FaultKind.RESET_BEFORE),
+            Fault(kind=FaultKind.RESET_AFTER),
+        ]
+    )
+
+
+def _drop(request: web.Request) -> web.Response:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=500)
+
+
+async def answer_fault(
+    fault: Fault, request: web.Request, acted: web.Response | None = None
+) -> web.StreamResponse:
+    """The response for ``fault``; ``acted`` is the real answer, for faults that come after."""
+    kind = fault.kind
+    if kind is FaultKind.HTML:
+        status = fault.status or 502
+        page = f"<html><body><h1>{status} Bad Gateway</h1><p>nginx</p></body></html>"
+        return web.Response(status=status, text=page, content_type="text/html")
+    if kind is FaultKind.ENVELOPE:
+        headers = {}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = f"{fault.retry_after:g}"
+        body = {"code": fault.code, "msg": fault.msg, "data": None}
+        return web.json_response(body, status=fault.status or 200, headers=headers)
+    if kind is FaultKind.TRUNCATED:
+        text = json.dumps({"code": 200, "msg": "success", "data": {"taskId": "x"}})
+        return web.Response(text=text[: len(text) // 2], content_type="application/json")
+    if kind is FaultKind.EMPTY:
+        return web.Response(body=b"", content_type="application/json")
+    if kind is FaultKind.NON_JSON:
+        return web.Response(text="Service temporarily overloaded", content_type="text/plain")
+    if kind is FaultKind.NOT_ENVELOPE:
+        return web.json_response({"status": "ok", "result": [1, 2, 3]})
+    if kind is FaultKind.REDIRECT:
+        raise web.HTTPTemporaryRedirect(fault.location)
+    if kind is FaultKind.SLOW:
+        await asyncio.sleep(fault.delay)
+        return acted if acted is not None else web.Response(status=500)
+    # RESET_BEFORE / RESET_AFTER
+    return _drop(request)
