@@ -21,6 +21,7 @@ from ._config import RateLimit
 __all__ = ["Pacer"]
 
 _OBSERVE_WINDOW = 10.0  # seconds of history used to guess the rate when no limit is configured
+_DOCUMENTED_RATE = 2.0  # Kie's documented 20 requests per 10 s: the floor of that guess
 
 
 class Pacer:
@@ -88,7 +89,7 @@ class Pacer:
         min_fraction = self._limit.min_fraction if self._limit else 0.05
         if math.isinf(self._rate):
             observed = sum(1 for t in self._recent if t > now - self._period) / self._period
-            self._base = max(observed, 1.0 / self._period)
+            self._base = max(observed, _DOCUMENTED_RATE)
             self._rate = self._base
         self._rate = max(self._rate * decrease, self._base * min_fraction)
         self._last_decrease = self._last_increase = now

@@ -236,10 +236,12 @@ class FakeKie:
         app.router.add_get(CREDIT, self._credit)
         app.router.add_get("/files/{name}", self._file)
         app.router.add_route("*", "/redirect-capture", self._capture)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
         await self._runner.setup()
-        api = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=0.1)
-        files = web.TCPSite(self._runner, self._host, 0, shutdown_timeout=0.1)
+        api = web.TCPSite(self._runner, self._host, self._port)
+        files = web.TCPSite(self._runner, self._host, 0)
         await api.start()
         await files.start()
         ports = [addr[1] for addr in self._runner.addresses]
@@ -363,7 +365,7 @@ class FakeKie:
         if refusal is not None:
             return refusal
         job = task.jobs.get(index)
-        if job is None or (job.done and task.outcome is TaskOutcome.UNAVAILABLE):
+        if job is None:
             job = task.jobs[index] = _Job(started=now, callback_url=callback_url)
             task.charges[index] += 1
             if callback_url and self.deliver_callbacks:

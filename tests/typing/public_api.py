@@ -1,0 +1,29 @@
+"""Checked by mypy --strict, never run: how the public API reads to a type checker."""
+
+from __future__ import annotations
+
+import veo4k
+from veo4k.testing import FakeKie
+
+
+async def typed_usage(kie: FakeKie) -> None:
+    policy: veo4k.PollPolicy = veo4k.PollPolicy(timeout=600.0)
+    async with veo4k.Veo4kClient(kie.api_key, base_url=kie.base_url, poll_policy=policy) as client:
+        status: veo4k.FourKStatus = await client.request_4k("veo_task_1", 0, callback_url=None)
+        ready: bool = status.ready
+        result: veo4k.FourKResult = await client.wait_for_4k("veo_task_1", timeout=60.0)
+        url: str = result.video_url
+        record: veo4k.TaskRecord = await client.get_record("veo_task_1")
+        async for outcome in client.as_completed(["a", ("b", 1)]):
+            maybe: veo4k.FourKResult | None = outcome.result
+            error: veo4k.Veo4kError | None = outcome.error
+        results = await client.wait_for_4k_many(["a"], return_exceptions=True)
+        first: veo4k.FourKResult | veo4k.Veo4kError = results[0]
+    one: veo4k.FourKResult = await veo4k.wait_for_4k("x", api_key="k")
+    try:
+        pass
+    except veo4k.APIError as exc:
+        code: int = exc.code
+        msg: str = exc.msg
+        task: str | None = exc.task_id
+    del ready, url, record, maybe, error, first, one, code, msg, task
