@@ -34,12 +34,14 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitEvent, WaitState
+from ._progress import BatchProgress, ProgressCounts
 from ._signature import verify_signature
 
 __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchProgress",
     "ClientStateError",
     "ConfigurationError",
     "DownloadError",
@@ -51,6 +53,7 @@ __all__ = [
     "NotFoundError",
     "Outcome",
     "PollPolicy",
+    "ProgressCounts",
     "RateLimit",
     "RateLimitError",
     "RetryPolicy",

@@ -40,6 +40,7 @@ class Pacer:
         self._waiters: collections.deque[asyncio.Future[float]] = collections.deque()
         self._wake_handle: asyncio.TimerHandle | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=100_000)
+        self._first_grant = math.inf
         self.rate_limited = 0
         """How many 429 answers this pacer has been told about."""
 
@@ -83,12 +84,13 @@ class Pacer:
         self.rate_limited += 1
         if retry_after is not None and retry_after > 0:
             self._paused_until = max(self._paused_until, now + min(retry_after, 3600.0))
-        if granted_at < self._last_decrease:
+        if granted_at <= self._last_decrease:
             return
         decrease = self._limit.decrease if self._limit else 0.5
         min_fraction = self._limit.min_fraction if self._limit else 0.05
         if math.isinf(self._rate):
-            observed = sum(1 for t in self._recent if t > now - self._period) / self._period
+            window = min(max(now - self._first_grant, 0.1), self._period)
+            observed = sum(1 for t in self._recent if t > now - window) / window
             self._base = max(observed, _DOCUMENTED_RATE)
             self._rate = self._base
         self._rate = max(self._rate * decrease, self._base * min_fraction)
@@ -112,6 +114,7 @@ class Pacer:
         self._next_slot = start + (0.0 if math.isinf(self._rate) else 1.0 / self._rate)
         if self._limit is None:
             self._recent.append(now)
+            self._first_grant = min(self._first_grant, now)
         return now
 
     def _discard(self, fut: asyncio.Future[float]) -> None:
