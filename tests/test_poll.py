@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 import veo4k
-from veo4k.testing import FAST_POLICY, FakeKie, FaultKind, TaskOutcome
+from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie, FaultKind, TaskOutcome
 
 from .conftest import ClientFactory
 
@@ -331,7 +331,7 @@ async def test_forty_concurrent_waits_with_faults(make_client: ClientFactory) ->
     async with FakeKie(ready_after=0.1, fault_rate=0.2, seed=7) as fake:
         # 5 attempts fail an exchange with p = 0.2**5 (about 6 % per run over ~200 exchanges);
         # 10 attempts make that 1e-7 per exchange.
-        retry = veo4k.RetryPolicy(attempts=10, wait_initial=0.01, wait_max=0.05)
+        retry = attrs.evolve(FAST_RETRY, attempts=10)
         client = make_client(base_url=fake.base_url, api_key=fake.api_key, retry_policy=retry)
         ids = [f"task_{i}" for i in range(40)]
         results = await asyncio.gather(*(client.wait_for_4k(t) for t in ids))
@@ -350,3 +350,18 @@ async def test_no_resource_warnings_after_close(kie: FakeKie, make_client: Clien
         del client
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def test_each_waiter_keeps_its_own_deadline(kie: FakeKie, client: veo4k.Veo4kClient) -> None:
+    """A second waiter with a longer timeout does not stretch the first one's deadline."""
+    kie.add_task("t", ready_after=0.5)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    short = asyncio.create_task(client.wait_for_4k("t", timeout=0.2))
+    long = asyncio.create_task(client.wait_for_4k("t", timeout=5))
+    with pytest.raises(veo4k.WaitTimeoutError) as info:
+        await short
+    assert 0.2 <= loop.time() - start < 0.4
+    assert info.value.timeout == 0.2
+    assert (await long).video_url
+    assert kie.submissions("t") == 1

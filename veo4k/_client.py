@@ -18,7 +18,7 @@ from ._config import PollPolicy, RateLimit, RetryPolicy
 from ._errors import ClientStateError, ConfigurationError, Veo4kError, WaitTimeoutError
 from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
-from ._poll import Listener, SharedWait
+from ._poll import Listener, SharedWait, Subscription
 from ._transport import Api, Counter, RetryHook
 from ._wire import error_for, fourk_status, make_converter, parse_record
 
@@ -28,6 +28,7 @@ DEFAULT_BASE_URL = "https://api.kie.ai"
 FOURK_PATH = "/api/v1/veo/get-4k-video"
 RECORD_PATH = "/api/v1/veo/record-info"
 _KIE_RATE_LIMIT = RateLimit()
+_START_CHUNK = 200  # waits a batch starts per event-loop pass
 
 
 class Veo4kClient:
@@ -47,6 +48,7 @@ class Veo4kClient:
         session: aiohttp.ClientSession | None = None,
         retry_policy: RetryPolicy | None = None,
         rate_limit: RateLimit | None = _KIE_RATE_LIMIT,
+        max_connections: int = 100,
         rng: random.Random | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KIE_API_KEY")
@@ -64,6 +66,15 @@ class Veo4kClient:
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError("rate_limit must be a veo4k.RateLimit or None")
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or not (1 <= max_connections <= 10_000)
+        ):
+            raise ConfigurationError(
+                f"max_connections must be an int within [1, 10000], got {max_connections!r}"
+            )
+        self._max_connections = max_connections
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigurationError("session must be an aiohttp.ClientSession")
         self._poll_policy = poll_policy or PollPolicy()
@@ -84,6 +95,7 @@ class Veo4kClient:
             retry=retry_policy or RetryPolicy(),
             pacer=self._pacer,
             rng=self._rng,
+            max_connections=max_connections,
         )
 
     def __repr__(self) -> str:
@@ -160,7 +172,9 @@ class Veo4kClient:
                 raise ClientStateError("the aiohttp session passed to Veo4kClient is closed")
             return self._user_session
         if self._own_session is None:
-            self._own_session = aiohttp.ClientSession()
+            self._own_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections)
+            )
         return self._own_session
 
     # -- single requests ---------------------------------------------------------------------
@@ -177,15 +191,15 @@ class Veo4kClient:
         task_id, index = check.task_id(task_id), check.index(index)
         callback_url = check.callback_url(callback_url)
         self._check_usable()
-        return await self._request_4k(task_id, index, callback_url, Counter(), None)
+        return await self._request_4k(task_id, index, Counter(), None, callback_url)
 
     async def _request_4k(
         self,
         task_id: str,
         index: int,
-        callback_url: str | None,
         counter: Counter,
         on_retry: RetryHook | None,
+        callback_url: str | None = None,
     ) -> FourKStatus:
         body: dict[str, Any] = {"taskId": task_id, "index": index}
         if callback_url:
@@ -232,42 +246,35 @@ class Veo4kClient:
 
         ``timeout`` defaults to the policy's; the wait ends within it, queueing included,
         raising :class:`WaitTimeoutError`. Concurrent waits for the same task and index on
-        this client share one poll loop: one submission, one request stream. ``on_update`` is
-        called with a :class:`WaitEvent` on every state change and poll.
+        this client share one poll loop: one submission, one request stream (the first
+        waiter's policy and callback URL drive it). ``on_update`` is called with a
+        :class:`WaitEvent` on every state change and poll.
         """
         task_id, index = check.task_id(task_id), check.index(index)
         callback_url = check.callback_url(callback_url)
-        if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
-            raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
-        policy = poll_policy or self._poll_policy
+        policy = self._policy(poll_policy)
         limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
+        loop = asyncio.get_running_loop()
         shared = self._join(task_id, index, policy, callback_url)
-        if on_update is not None:
-            shared.listeners.append(on_update)
-        assert shared.task is not None
-        timer = asyncio.timeout(limit)
+        fut: asyncio.Future[FourKResult] = loop.create_future()
+        sub = Subscription(fut, deadline=loop.time() + limit, timeout=limit, listener=on_update)
+        shared.subscribe(sub)
         try:
-            async with timer:
-                return await asyncio.shield(shared.task)
-        except TimeoutError:
-            if not timer.expired():
-                raise
-            error = WaitTimeoutError(
-                task_id, index, limit, shared.counter.requests, shared.last_state
-            )
+            return await fut
+        except WaitTimeoutError as exc:
             if on_update is not None:
-                await shared.emit(WaitState.FAILED, msg=str(error), error=error, only=on_update)
-            raise error from None
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if self._closed and current is not None and not current.cancelling():
-                raise ClientStateError("the client was closed while this wait ran") from None
+                await shared.emit(WaitState.FAILED, msg=str(exc), error=exc, only=on_update)
             raise
         finally:
-            await self._leave(shared, on_update)
+            await self._leave(shared, sub)
+
+    def _policy(self, poll_policy: PollPolicy | None) -> PollPolicy:
+        if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
+            raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
+        return poll_policy or self._poll_policy
 
     def _join(
         self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
@@ -276,39 +283,32 @@ class Veo4kClient:
         shared = self._waits.get(key)
         if shared is None:
             loop = asyncio.get_running_loop()
-            shared = SharedWait(task_id, index, policy, self._rng, loop.time())
-
-            def submit(counter: Counter, on_retry: RetryHook) -> Any:
-                return self._request_4k(task_id, index, callback_url, counter, on_retry)
-
-            def get_record(counter: Counter, on_retry: RetryHook) -> Any:
-                return self._get_record(task_id, counter, on_retry)
-
-            shared.task = loop.create_task(
-                shared.run(submit, get_record), name=f"veo4k-wait-{task_id}-{index}"
+            shared = SharedWait(task_id, index, policy, self._rng, now=loop.time())
+            submit = (
+                functools.partial(self._request_4k, callback_url=callback_url)
+                if callback_url
+                else self._request_4k
             )
-            shared.task.add_done_callback(functools.partial(self._finished, key, shared))
+            shared.task = loop.create_task(
+                shared.run(submit, self._get_record), name=f"veo4k-wait-{task_id}-{index}"
+            )
+            shared.task.add_done_callback(functools.partial(self._finished, shared))
             self._waits[key] = shared
-        shared.waiters += 1
         return shared
 
-    def _finished(
-        self, key: tuple[str, int], shared: SharedWait, task: asyncio.Task[FourKResult]
-    ) -> None:
+    def _finished(self, shared: SharedWait, task: asyncio.Task[FourKResult]) -> None:
+        key = (shared.task_id, shared.index)
         if self._waits.get(key) is shared:
             del self._waits[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here, so a wait nobody awaits any more logs nothing
+        closed = ClientStateError("the client was closed while this wait ran")
+        shared.finish(closed if self._closed else None)
 
-    async def _leave(self, shared: SharedWait, on_update: Listener | None) -> None:
-        shared.waiters -= 1
-        if on_update is not None:
-            with contextlib.suppress(ValueError):
-                shared.listeners.remove(on_update)
+    @staticmethod
+    async def _leave(shared: SharedWait, sub: Subscription) -> None:
+        shared.unsubscribe(sub)
         task = shared.task
-        if shared.waiters == 0 and task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task])
+        if not shared.subscribers and task is not None and not task.done():
+            await asyncio.wait([task])  # the loop was cancelled: let it finish before we return
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -325,36 +325,53 @@ class Veo4kClient:
 
         One task's failure never stops the others. Leaving the loop early cancels the waits
         still running (wrap the iterator in ``contextlib.aclosing`` to do that at once).
+        Waits are as cheap as the loop they share: 10,000 pending outcomes cost about 9 KiB
+        each (``benchmarks/scale.py``).
         """
         pairs = check.task_pairs(tasks)
-        if timeout is not None:
-            check.positive_seconds(timeout, "timeout")
-        check.callback_url(callback_url)
+        policy = self._policy(poll_policy)
+        limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
+        callback_url = check.callback_url(callback_url)
+        if on_update is not None and not callable(on_update):
+            raise ConfigurationError("on_update must be callable")
         self._check_usable()
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Queue[tuple[SharedWait, FourKResult | None, BaseException | None]]
+        ended = asyncio.Queue()
 
-        async def one(task_id: str, index: int) -> Outcome:
-            try:
-                result = await self.wait_for_4k(
-                    task_id,
-                    index,
-                    timeout=timeout,
-                    poll_policy=poll_policy,
-                    callback_url=callback_url,
-                    on_update=on_update,
-                )
-            except Veo4kError as exc:
-                return Outcome(task_id=task_id, index=index, error=exc)
-            return Outcome(task_id=task_id, index=index, result=result)
+        def on_end(
+            shared: SharedWait, result: FourKResult | None, error: BaseException | None
+        ) -> None:
+            ended.put_nowait((shared, result, error))
 
-        running = [asyncio.ensure_future(one(t, i)) for t, i in pairs]
+        joined: list[tuple[SharedWait, Subscription]] = []
         try:
-            for next_done in asyncio.as_completed(running):
-                yield await next_done
+            deadline = loop.time() + limit
+            for n, (task_id, index) in enumerate(pairs, 1):
+                shared = self._join(task_id, index, policy, callback_url)
+                sub = Subscription(on_end, deadline=deadline, timeout=limit, listener=on_update)
+                shared.subscribe(sub)
+                joined.append((shared, sub))
+                if n % _START_CHUNK == 0:
+                    await asyncio.sleep(0)  # let started waits run: no 10,000-step loop pass
+            for _ in pairs:
+                shared, result, error = await ended.get()
+                if isinstance(error, asyncio.CancelledError):
+                    raise error
+                if error is not None and not isinstance(error, Veo4kError):
+                    raise error  # a bug, not an outcome: let it surface
+                if isinstance(error, WaitTimeoutError) and on_update is not None:
+                    await shared.emit(WaitState.FAILED, msg=str(error), error=error, only=on_update)
+                yield Outcome(
+                    task_id=shared.task_id, index=shared.index, result=result, error=error
+                )
         finally:
-            for fut in running:
-                fut.cancel()
-            if running:
-                await asyncio.wait(running)
+            for shared, sub in joined:
+                shared.unsubscribe(sub)
+            stopping = [s.task for s, _ in joined if s.task is not None and not s.task.done()]
+            stopping = [t for t in stopping if t.cancelling()]
+            if stopping:
+                await asyncio.wait(stopping)
 
     async def wait_for_4k_many(
         self,

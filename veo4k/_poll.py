@@ -1,7 +1,11 @@
 """The wait loop: submit once, then poll on the policy's schedule until the 4K is ready.
 
 One :class:`SharedWait` runs per (task id, index) and client; every concurrent waiter on the
-same pair listens to it, so a second ``wait_for_4k`` never sends a second submission.
+same pair subscribes to it, so a second ``wait_for_4k`` never sends a second submission. Each
+:class:`Subscription` has its own deadline; the loop keeps one timer for the earliest, ends the
+subscriptions whose deadline passed, and stops when none is left. A waiter thus costs a small
+object and a future (or a plain callback in a batch), not a task and timers of its own: that is
+what lets 10,000 waits share an event loop.
 """
 
 from __future__ import annotations
@@ -13,42 +17,165 @@ import random
 from collections.abc import Awaitable, Callable
 
 from ._config import PollPolicy
-from ._errors import SourceNotReadyError, SourceTaskFailedError, Veo4kError
+from ._errors import SourceNotReadyError, SourceTaskFailedError, Veo4kError, WaitTimeoutError
 from ._models import FourKResult, FourKStatus, TaskRecord, WaitEvent, WaitState
 from ._transport import Counter, RetryHook
 
-__all__ = ["Listener", "SharedWait"]
+__all__ = ["Listener", "OnEnd", "SharedWait", "Subscription"]
 
 log = logging.getLogger("veo4k")
 
 Listener = Callable[[WaitEvent], object]
 """An ``on_update`` callback: sync, or async (its awaitable is awaited)."""
 
-Submit = Callable[[Counter, RetryHook], Awaitable[FourKStatus]]
-GetRecord = Callable[[Counter, RetryHook], Awaitable[TaskRecord]]
+OnEnd = Callable[["SharedWait", FourKResult | None, BaseException | None], None]
+"""A batch's end-of-wait callback: the wait, and its result or error."""
+
+
+class Subscription:
+    """One waiter on a :class:`SharedWait`: its deadline and where the outcome goes."""
+
+    __slots__ = ("deadline", "listener", "target", "timeout")
+
+    def __init__(
+        self,
+        target: asyncio.Future[FourKResult] | OnEnd,
+        *,
+        deadline: float,
+        timeout: float,
+        listener: Listener | None,
+    ) -> None:
+        self.target = target
+        self.deadline = deadline
+        self.timeout = timeout
+        self.listener = listener
+
+    def resolve(
+        self, wait: SharedWait, result: FourKResult | None, error: BaseException | None
+    ) -> None:
+        """Deliver the outcome (once; a finished future is left alone)."""
+        target = self.target
+        if isinstance(target, asyncio.Future):
+            if target.done():
+                return
+            if error is not None:
+                target.set_exception(error)
+            else:
+                target.set_result(result)  # type: ignore[arg-type]
+        else:
+            target(wait, result, error)
+
+
+Submit = Callable[[str, int, Counter, RetryHook], Awaitable[FourKStatus]]
+GetRecord = Callable[[str, Counter, RetryHook], Awaitable[TaskRecord]]
 
 
 class SharedWait:
-    """One poll loop for a task and index, and the waiters listening to it."""
+    """One poll loop for a task and index, and the subscribers listening to it."""
+
+    __slots__ = (
+        "_alarm",
+        "_rng",
+        "_wakeup",
+        "counter",
+        "index",
+        "last_state",
+        "policy",
+        "started",
+        "subscribers",
+        "task",
+        "task_id",
+    )
 
     def __init__(
-        self, task_id: str, index: int, policy: PollPolicy, rng: random.Random, now: float
+        self, task_id: str, index: int, policy: PollPolicy, rng: random.Random, *, now: float
     ) -> None:
         self.task_id = task_id
         self.index = index
         self.policy = policy
         self.counter = Counter()
         self.started = now
-        self.listeners: list[Listener] = []
-        self.waiters = 0
+        self.subscribers: list[Subscription] = []
         self.last_state = ""
-        self._rng = rng
-        self._wakeup: asyncio.Future[FourKStatus] | None = None
         self.task: asyncio.Task[FourKResult] | None = None
+        self._rng = rng
+        self._wakeup: asyncio.Future[FourKStatus | None] | None = None
+        self._alarm: asyncio.TimerHandle | None = None
 
     def elapsed(self) -> float:
         """Seconds since this loop started."""
         return asyncio.get_running_loop().time() - self.started
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    def subscribe(self, sub: Subscription) -> None:
+        """Add a waiter; its deadline is kept by the loop's alarm."""
+        self.subscribers.append(sub)
+        if self._alarm is None or sub.deadline < self._alarm.when():
+            self._set_alarm()
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Remove a waiter (no-op if already gone); stop the loop when none is left."""
+        try:
+            self.subscribers.remove(sub)
+        except ValueError:
+            return
+        if not self.subscribers:
+            self._stop()
+
+    def _set_alarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        if self.subscribers:
+            when = min(s.deadline for s in self.subscribers)
+            self._alarm = asyncio.get_running_loop().call_at(when, self._on_alarm)
+
+    def _on_alarm(self) -> None:
+        self._alarm = None
+        now = asyncio.get_running_loop().time()
+        expired = [s for s in self.subscribers if s.deadline <= now]
+        self.subscribers = [s for s in self.subscribers if s.deadline > now]
+        for sub in expired:
+            sub.resolve(self, None, self.timeout_error(sub.timeout))
+        if self.subscribers:
+            self._set_alarm()
+        else:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def finish(self, closed_error: BaseException | None) -> None:
+        """The loop's task ended: hand its outcome to every subscriber left."""
+        task = self.task
+        assert task is not None
+        assert task.done()
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        subscribers, self.subscribers = self.subscribers, []
+        if task.cancelled():
+            error: BaseException = closed_error or asyncio.CancelledError()
+            for sub in subscribers:
+                sub.resolve(self, None, error)
+            return
+        exc = task.exception()
+        result = None if exc is not None else task.result()
+        for sub in subscribers:
+            sub.resolve(self, result, exc)
+
+    def timeout_error(self, timeout: float) -> WaitTimeoutError:
+        """The error for a deadline that passed, with what the loop had done by then."""
+        return WaitTimeoutError(
+            self.task_id, self.index, timeout, self.counter.requests, self.last_state
+        )
+
+    # -- the loop --------------------------------------------------------------------------
 
     async def emit(
         self,
@@ -60,7 +187,13 @@ class SharedWait:
         only: Listener | None = None,
     ) -> None:
         """Tell the listeners (or just ``only``) where the wait stands."""
-        self.last_state = f"{state.value}{': ' + msg if msg else ''}"
+        self.last_state = f"{state.value}: {msg}" if msg else state.value
+        if only is not None:
+            targets = [only]
+        else:
+            targets = [s.listener for s in self.subscribers if s.listener is not None]
+        if not targets:
+            return
         event = WaitEvent(
             task_id=self.task_id,
             index=self.index,
@@ -71,7 +204,7 @@ class SharedWait:
             msg=msg,
             error=error,
         )
-        for listener in [only] if only else list(self.listeners):
+        for listener in targets:
             try:
                 result = listener(event)
                 if inspect.isawaitable(result):
@@ -88,13 +221,13 @@ class SharedWait:
 
     async def _sleep(self, delay: float) -> FourKStatus | None:
         loop = asyncio.get_running_loop()
-        self._wakeup = loop.create_future()
+        wakeup: asyncio.Future[FourKStatus | None] = loop.create_future()
+        self._wakeup = wakeup
+        handle = loop.call_later(delay, _resolve_none, wakeup)
         try:
-            async with asyncio.timeout(delay):
-                return await self._wakeup
-        except TimeoutError:
-            return None
+            return await wakeup
         finally:
+            handle.cancel()
             self._wakeup = None
 
     async def run(self, submit: Submit, get_record: GetRecord) -> FourKResult:
@@ -105,19 +238,18 @@ class SharedWait:
             await self.emit(WaitState.FAILED, msg=str(exc), error=exc)
             raise
 
+    async def _on_retry(self, exc: Veo4kError, attempt: int, delay: float) -> None:
+        await self.emit(WaitState.RETRYING, next_delay=delay, msg=str(exc), error=exc)
+
     async def _run(self, submit: Submit, get_record: GetRecord) -> FourKResult:
         delays = self.policy.delays(self._rng)
         first = True
-
-        async def on_retry(exc: Veo4kError, attempt: int, delay: float) -> None:
-            await self.emit(WaitState.RETRYING, next_delay=delay, msg=str(exc), error=exc)
-
         while True:
             state = WaitState.SUBMITTED if first else WaitState.PROCESSING
             try:
-                status = await submit(self.counter, on_retry)
+                status = await submit(self.task_id, self.index, self.counter, self._on_retry)
             except SourceNotReadyError as exc:
-                record = await get_record(self.counter, on_retry)
+                record = await get_record(self.task_id, self.counter, self._on_retry)
                 if record.failed:
                     raise SourceTaskFailedError(
                         self.task_id, record.success_flag, record.error_code, record.error_message
@@ -145,3 +277,8 @@ class SharedWait:
             elapsed=self.elapsed(),
             via_callback=via_callback,
         )
+
+
+def _resolve_none(fut: asyncio.Future[FourKStatus | None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -94,6 +94,7 @@ class Api:
         retry: RetryPolicy,
         pacer: Pacer,
         rng: random.Random,
+        max_connections: int,
     ) -> None:
         self._session = session
         self._base_url = base_url
@@ -103,6 +104,9 @@ class Api:
         self._retry = retry
         self._pacer = pacer
         self._rng = rng
+        # Requests wait here, cheaply, before aiohttp builds them: 10,000 waiters would
+        # otherwise park 10,000 half-built requests in the connector queue (memory, GC time).
+        self._slots = asyncio.Semaphore(max_connections)
 
     async def call(
         self,
@@ -129,7 +133,8 @@ class Api:
             if counter is not None:
                 counter.requests += 1
             try:
-                env = await self._send(method, path, task_id=task_id, json=json, params=params)
+                async with self._slots:
+                    env = await self._send(method, path, task_id=task_id, json=json, params=params)
                 if env.code in TRANSIENT_CODES:
                     raise error_for(env, task_id)
             except (TransportError, APIError) as exc:

@@ -128,7 +128,7 @@ class FakeKie:
         self,
         *,
         api_key: str = "fake-kie-key",
-        ready_after: float = 2.0,
+        ready_after: float | tuple[float, float] = 2.0,
         auto_create: bool = True,
         mirror_status: bool = False,
         rate_limit: tuple[int, float] | None = None,
@@ -176,8 +176,16 @@ class FakeKie:
     # -- setup -------------------------------------------------------------------------------
 
     def add_task(self, task_id: str, **options: Any) -> FakeTask:
-        """Register a source task; ``options`` are :class:`FakeTask` fields."""
-        options.setdefault("ready_after", self.ready_after)
+        """Register a source task; ``options`` are :class:`FakeTask` fields.
+
+        Without ``ready_after`` the fake's own is used: a number, or a ``(low, high)`` range
+        drawn from uniformly per task.
+        """
+        if "ready_after" not in options:
+            ready = self.ready_after
+            options["ready_after"] = (
+                ready if isinstance(ready, int | float) else self._rng.uniform(*ready)
+            )
         task = FakeTask(task_id=task_id, created_at=self._now(), **options)
         self.tasks[task_id] = task
         return task
@@ -236,6 +244,7 @@ class FakeKie:
         app.router.add_get(CREDIT, self._credit)
         app.router.add_get("/files/{name}", self._file)
         app.router.add_route("*", "/redirect-capture", self._capture)
+        app.router.add_get("/_fake/stats", self._stats_view)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.1
         )
@@ -466,6 +475,29 @@ class FakeKie:
         if not isinstance(gate, tuple):
             return gate  # type: ignore[no-any-return]
         return self._envelope(200, "success", 100)
+
+    def stats_summary(self, period: float = 10.0) -> dict[str, Any]:
+        """Counters as plain data (also served at ``GET /_fake/stats?period=``)."""
+        times = list(self.stats.times)
+        return {
+            "requests": sum(self.stats.requests.values()),
+            "by_path": dict(self.stats.requests),
+            "rate_limited": self.stats.rate_limited,
+            "faults": dict(self.stats.faults_fired),
+            "submissions": sum(sum(t.charges.values()) for t in self.tasks.values()),
+            "max_submissions_per_task": max(
+                (max(t.charges.values(), default=0) for t in self.tasks.values()), default=0
+            ),
+            "tasks": len(self.tasks),
+            "first": times[0] if times else None,
+            "last": times[-1] if times else None,
+            "max_in_window": self.max_in_window(period),
+            "period": period,
+        }
+
+    async def _stats_view(self, request: web.Request) -> web.StreamResponse:
+        period = float(request.query.get("period", "10"))
+        return web.json_response(self.stats_summary(period))
 
     # -- file host ---------------------------------------------------------------------------
 
