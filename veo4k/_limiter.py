@@ -22,17 +22,20 @@ __all__ = ["Pacer"]
 
 _OBSERVE_WINDOW = 10.0  # seconds of history used to guess the rate when no limit is configured
 _DOCUMENTED_RATE = 2.0  # Kie's documented 20 requests per 10 s: the floor of that guess
+_UNKNOWN_WINDOW = 1.0  # without a configured limit: pause and cut at most once per second
 
 
 class Pacer:
     """Hands out request slots in arrival order at the current rate (requests per second)."""
 
-    def __init__(self, limit: RateLimit | None, *, headroom: float = 0.97) -> None:
+    def __init__(self, limit: RateLimit | None, *, headroom: float = 0.95) -> None:
         self._limit = limit
         self._period = limit.period if limit else _OBSERVE_WINDOW
         self._ceiling = limit.max_requests / limit.period * headroom if limit else math.inf
         self._rate = self._ceiling
-        self._base = self._ceiling  # the rate additive increase is measured against
+        # The unit of additive increase and of the floor: the configured limit, or without one
+        # Kie's documented rate (never the first burst we saw, which may be 1,000 times too high).
+        self._base = self._ceiling if limit else _DOCUMENTED_RATE
         self._next_slot = -math.inf
         self._paused_until = -math.inf
         self._last_decrease = -math.inf
@@ -41,6 +44,7 @@ class Pacer:
         self._wake_handle: asyncio.TimerHandle | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=100_000)
         self._first_grant = math.inf
+        self._cut_gap = limit.period if limit else _UNKNOWN_WINDOW
         self.rate_limited = 0
         """How many 429 answers this pacer has been told about."""
 
@@ -78,23 +82,26 @@ class Pacer:
     def on_rate_limited(self, granted_at: float, retry_after: float | None, now: float) -> None:
         """A request granted at ``granted_at`` was answered 429: slow the whole client down.
 
-        The rate is cut at most once per burst: a 429 for a request granted before the last
-        cut says nothing new.
+        The rate is cut at most once per window (the configured period, else 1 s, with a 1 s
+        pause): 429s for requests granted before the last cut, or while the server's window
+        still holds the burst that caused it, say nothing new.
         """
         self.rate_limited += 1
         if retry_after is not None and retry_after > 0:
             self._paused_until = max(self._paused_until, now + min(retry_after, 3600.0))
-        if granted_at <= self._last_decrease:
-            return
+        if granted_at <= self._last_decrease or now - self._last_decrease < self._cut_gap:
+            return  # the server's window still holds the burst we already reacted to
         decrease = self._limit.decrease if self._limit else 0.5
         min_fraction = self._limit.min_fraction if self._limit else 0.05
-        if math.isinf(self._rate):
+        if math.isinf(self._rate):  # first 429 without a configured limit: start from what we sent
             window = min(max(now - self._first_grant, 0.1), self._period)
             observed = sum(1 for t in self._recent if t > now - window) / window
-            self._base = max(observed, _DOCUMENTED_RATE)
-            self._rate = self._base
+            self._rate = max(observed, _DOCUMENTED_RATE)
+            self._recent.clear()
         self._rate = max(self._rate * decrease, self._base * min_fraction)
         self._last_decrease = self._last_increase = now
+        if self._limit is None and retry_after is None:
+            self._paused_until = max(self._paused_until, now + _UNKNOWN_WINDOW)
         self._next_slot = max(self._next_slot, now + 1.0 / self._rate)
 
     def _earliest(self) -> float:
@@ -110,8 +117,13 @@ class Pacer:
 
     def _grant(self, now: float) -> float:
         self._recover(now)
-        start = max(now, self._next_slot)
-        self._next_slot = start + (0.0 if math.isinf(self._rate) else 1.0 / self._rate)
+        interval = 0.0 if math.isinf(self._rate) else 1.0 / self._rate
+        # Stay on the ideal grid when a wake-up comes less than one interval late, so timer
+        # lateness does not leak rate. Grants are never earlier than their grid slot, so a
+        # window of ``period`` holds at most floor((period + interval) / interval) of them:
+        # with 5 % headroom that is max_requests (19 + 1 for 20 per 10 s).
+        slot = self._next_slot if now - self._next_slot < interval else now
+        self._next_slot = slot + interval
         if self._limit is None:
             self._recent.append(now)
             self._first_grant = min(self._first_grant, now)

@@ -100,6 +100,9 @@ class _Stats:
         factory=lambda: collections.deque(maxlen=1_000_000)
     )
     rate_limited: int = 0
+    rejected_times: collections.deque[float] = attrs.field(
+        factory=lambda: collections.deque(maxlen=1_000_000)
+    )
     faults_fired: collections.Counter[str] = attrs.field(factory=collections.Counter)
     file_auth_violations: list[str] = attrs.field(factory=list)
     range_requests: int = 0
@@ -295,6 +298,7 @@ class FakeKie:
             self._window.popleft()
         if len(self._window) >= count:
             self.stats.rate_limited += 1
+            self.stats.rejected_times.append(now)
             return True
         self._window.append(now)
         return False
@@ -497,7 +501,11 @@ class FakeKie:
 
     async def _stats_view(self, request: web.Request) -> web.StreamResponse:
         period = float(request.query.get("period", "10"))
-        return web.json_response(self.stats_summary(period))
+        summary = self.stats_summary(period)
+        if request.query.get("times"):
+            summary["times"] = list(self.stats.times)
+            summary["rejected_times"] = list(self.stats.rejected_times)
+        return web.json_response(summary)
 
     # -- file host ---------------------------------------------------------------------------
 
