@@ -102,3 +102,9 @@ def test_bad_rate_limits_are_rejected(field: str, value: object) -> None:
     """RateLimit validates its fields."""
     with pytest.raises(veo4k.ConfigurationError, match=field):
         veo4k.RateLimit(**{field: value})  # type: ignore[arg-type]
+
+
+def test_phase_replaces_first_jitter_draw() -> None:
+    """A given phase places the first poll at first_delay + phase * first_delay_jitter."""
+    policy = veo4k.PollPolicy(first_delay=300, first_delay_jitter=30)
+    assert next(policy.delays(random.Random(0), phase=0.5)) == 315.0

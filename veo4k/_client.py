@@ -29,6 +29,7 @@ FOURK_PATH = "/api/v1/veo/get-4k-video"
 RECORD_PATH = "/api/v1/veo/record-info"
 _KIE_RATE_LIMIT = RateLimit()
 _START_CHUNK = 200  # waits a batch starts per event-loop pass
+_GOLDEN = 0.6180339887498949  # additive recurrence step: the most even spread of first polls
 
 
 class Veo4kClient:
@@ -85,6 +86,7 @@ class Veo4kClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._waits: dict[tuple[str, int], SharedWait] = {}
+        self._phase = self._rng.random()  # where this client's low-discrepancy sequence starts
         self._converter = make_converter()
         self._pacer = Pacer(rate_limit)
         self._api = Api(
@@ -283,7 +285,10 @@ class Veo4kClient:
         shared = self._waits.get(key)
         if shared is None:
             loop = asyncio.get_running_loop()
-            shared = SharedWait(task_id, index, policy, self._rng, now=loop.time())
+            self._phase = (self._phase + _GOLDEN) % 1.0
+            shared = SharedWait(
+                task_id, index, policy, self._rng, now=loop.time(), phase=self._phase
+            )
             submit = (
                 functools.partial(self._request_4k, callback_url=callback_url)
                 if callback_url

@@ -75,6 +75,7 @@ class SharedWait:
 
     __slots__ = (
         "_alarm",
+        "_phase",
         "_rng",
         "_wakeup",
         "counter",
@@ -88,7 +89,14 @@ class SharedWait:
     )
 
     def __init__(
-        self, task_id: str, index: int, policy: PollPolicy, rng: random.Random, *, now: float
+        self,
+        task_id: str,
+        index: int,
+        policy: PollPolicy,
+        rng: random.Random,
+        *,
+        now: float,
+        phase: float | None = None,
     ) -> None:
         self.task_id = task_id
         self.index = index
@@ -99,6 +107,7 @@ class SharedWait:
         self.last_state = ""
         self.task: asyncio.Task[FourKResult] | None = None
         self._rng = rng
+        self._phase = phase
         self._wakeup: asyncio.Future[FourKStatus | None] | None = None
         self._alarm: asyncio.TimerHandle | None = None
 
@@ -242,7 +251,7 @@ class SharedWait:
         await self.emit(WaitState.RETRYING, next_delay=delay, msg=str(exc), error=exc)
 
     async def _run(self, submit: Submit, get_record: GetRecord) -> FourKResult:
-        delays = self.policy.delays(self._rng)
+        delays = self.policy.delays(self._rng, self._phase)
         first = True
         while True:
             state = WaitState.SUBMITTED if first else WaitState.PROCESSING

@@ -348,6 +348,37 @@ class FakeKie:
 
     # -- API ---------------------------------------------------------------------------------
 
+    def answer(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        query: dict[str, str] | None = None,
+        authorization: str | None = None,
+    ) -> tuple[int, bytes]:
+        """Answer one API request in process, without sockets: ``(HTTP status, body)``.
+
+        The same documented behaviour as over the wire (auth, rate limit, task states), minus
+        injected faults; for simulations in virtual time (``benchmarks/polling.py``).
+        """
+        now = self._now()
+        self.stats.requests[path] += 1
+        self.stats.times.append(now)
+        if authorization != f"Bearer {self.api_key}":
+            resp = self._envelope(401, "You do not have access permissions")
+        elif self._over_limit(now):
+            body = {"code": 429, "msg": "Too many requests, please slow down.", "data": None}
+            resp = web.json_response(body, status=429)
+        elif (method, path) == ("POST", FOURK):
+            resp = self._fourk_answer(json_body)
+        elif (method, path) == ("GET", RECORD):
+            resp = self._record_answer((query or {}).get("taskId"))
+        else:
+            resp = self._envelope(404, "Not found")
+        assert isinstance(resp.body, bytes)
+        return resp.status, resp.body
+
     async def _fourk(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.json()
