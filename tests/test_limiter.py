@@ -10,7 +10,7 @@ import pytest
 import veo4k
 from veo4k._limiter import Pacer
 
-pytestmark = pytest.mark.looptime
+from .virtual import virtual_time
 
 
 def max_in_window(times: list[float], period: float) -> int:
@@ -26,6 +26,7 @@ async def grant_times(pacer: Pacer, count: int) -> list[float]:
     return list(await asyncio.gather(*(pacer.acquire() for _ in range(count))))
 
 
+@virtual_time
 async def test_never_more_than_max_requests_per_period() -> None:
     """60 concurrent acquirers under 20 per 10 s: no 10 s window holds more than 20 grants."""
     pacer = Pacer(veo4k.RateLimit(max_requests=20, period=10.0))
@@ -35,6 +36,7 @@ async def test_never_more_than_max_requests_per_period() -> None:
     assert rate >= 0.9 * 2.0  # and it does use the budget: >= 90 % of 2 per second
 
 
+@virtual_time
 async def test_first_come_first_served() -> None:
     """Waiters are granted in the order they asked."""
     pacer = Pacer(veo4k.RateLimit(max_requests=2, period=1.0))
@@ -48,6 +50,7 @@ async def test_first_come_first_served() -> None:
     assert order == list(range(10))
 
 
+@virtual_time
 async def test_cancelled_waiter_leaves_the_queue() -> None:
     """A waiter cancelled while queued (its deadline passed) gives its place to the next."""
     pacer = Pacer(veo4k.RateLimit(max_requests=1, period=1.0))
@@ -63,6 +66,7 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     assert pacer.queued == 0
 
 
+@virtual_time
 async def test_429_halves_the_rate_once_per_burst() -> None:
     """Several 429s for requests granted before the cut lower the rate only once."""
     pacer = Pacer(veo4k.RateLimit(max_requests=20, period=10.0))
@@ -75,6 +79,7 @@ async def test_429_halves_the_rate_once_per_burst() -> None:
     assert pacer.rate_limited == 3
 
 
+@virtual_time
 async def test_rate_recovers_additively() -> None:
     """After a cut the rate climbs back by 10 % of the limit per period, up to the limit."""
     limit = veo4k.RateLimit(max_requests=20, period=10.0)
@@ -90,6 +95,7 @@ async def test_rate_recovers_additively() -> None:
     assert pacer.rate == pytest.approx(ceiling)
 
 
+@virtual_time
 async def test_retry_after_pauses_everyone() -> None:
     """A Retry-After pauses every later grant until it has passed."""
     pacer = Pacer(None)
@@ -99,6 +105,7 @@ async def test_retry_after_pauses_everyone() -> None:
     assert await pacer.acquire() >= g + 5.0
 
 
+@virtual_time
 async def test_unconfigured_pacer_learns_a_rate_from_429() -> None:
     """With no configured limit the pacer is unlimited until a 429, then finite and climbing."""
     pacer = Pacer(None)
@@ -114,6 +121,7 @@ async def test_unconfigured_pacer_learns_a_rate_from_429() -> None:
     assert pacer.rate == pytest.approx(observed * 0.5 + 3 * 0.1 * 2.0)
 
 
+@virtual_time
 async def test_unconfigured_pacer_converges_below_a_burst() -> None:
     """Repeated 429s take an unconfigured pacer from a 1,000/s burst down to ~0.1/s if need be."""
     pacer = Pacer(None)
@@ -125,6 +133,7 @@ async def test_unconfigured_pacer_converges_below_a_burst() -> None:
     assert pacer.rate == pytest.approx(2.0 * 0.05)
 
 
+@virtual_time
 async def test_one_cut_per_window() -> None:
     """429s arriving within one window after a cut do not cut again."""
     pacer = Pacer(veo4k.RateLimit(max_requests=20, period=10.0))
@@ -141,6 +150,7 @@ async def test_one_cut_per_window() -> None:
     assert pacer.rate < rate
 
 
+@virtual_time
 async def test_rate_never_drops_below_the_floor() -> None:
     """Repeated 429s bottom out at min_fraction of the limit, never zero."""
     pacer = Pacer(veo4k.RateLimit(max_requests=20, period=10.0))

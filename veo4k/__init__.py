@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._callback_server import CallbackServer
+from ._callbacks import CallbackEvent, CallbackReceiver
 from ._client import Veo4kClient, wait_for_4k
 from ._config import PollPolicy, RateLimit, RetryPolicy
 from ._errors import (
@@ -20,6 +22,7 @@ from ._errors import (
     DownloadError,
     FourKUnavailableError,
     InsufficientCreditsError,
+    InvalidCallbackError,
     MediaFetchError,
     NotFoundError,
     RateLimitError,
@@ -42,6 +45,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchProgress",
+    "CallbackEvent",
+    "CallbackReceiver",
+    "CallbackServer",
     "ClientStateError",
     "ConfigurationError",
     "DownloadError",
@@ -49,6 +55,7 @@ __all__ = [
     "FourKStatus",
     "FourKUnavailableError",
     "InsufficientCreditsError",
+    "InvalidCallbackError",
     "MediaFetchError",
     "NotFoundError",
     "Outcome",

@@ -14,8 +14,16 @@ from typing import Any, Self
 import aiohttp
 
 from . import _validate as check
+from ._callback_server import CallbackServer
+from ._callbacks import CallbackEvent
 from ._config import PollPolicy, RateLimit, RetryPolicy
-from ._errors import ClientStateError, ConfigurationError, Veo4kError, WaitTimeoutError
+from ._errors import (
+    ClientStateError,
+    ConfigurationError,
+    FourKUnavailableError,
+    Veo4kError,
+    WaitTimeoutError,
+)
 from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
 from ._poll import Listener, SharedWait, Subscription
@@ -28,6 +36,16 @@ DEFAULT_BASE_URL = "https://api.kie.ai"
 FOURK_PATH = "/api/v1/veo/get-4k-video"
 RECORD_PATH = "/api/v1/veo/record-info"
 _KIE_RATE_LIMIT = RateLimit()
+SAFETY_NET_POLICY = PollPolicy(
+    first_delay=900.0,
+    first_delay_jitter=60.0,
+    wait_initial=300.0,
+    wait_max=600.0,
+    wait_jitter=30.0,
+    timeout=3600.0,
+)
+"""With callbacks, polling is only a safety net for a lost delivery: first after 15 minutes
+(most 4Ks are done by then), then every 5-10 minutes."""
 _START_CHUNK = 200  # waits a batch starts per event-loop pass
 _GOLDEN = 0.6180339887498949  # additive recurrence step: the most even spread of first polls
 
@@ -50,6 +68,9 @@ class Veo4kClient:
         retry_policy: RetryPolicy | None = None,
         rate_limit: RateLimit | None = _KIE_RATE_LIMIT,
         max_connections: int = 100,
+        callbacks: CallbackServer | None = None,
+        trust_callback_urls: bool = False,
+        callback_poll_policy: PollPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KIE_API_KEY")
@@ -78,6 +99,14 @@ class Veo4kClient:
         self._max_connections = max_connections
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigurationError("session must be an aiohttp.ClientSession")
+        if callbacks is not None and not isinstance(callbacks, CallbackServer):
+            raise ConfigurationError("callbacks must be a veo4k.CallbackServer")
+        if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
+            raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
+        self._callbacks = callbacks
+        self._trust_callback_urls = bool(trust_callback_urls)
+        self._callback_policy = callback_poll_policy or SAFETY_NET_POLICY
+        self._by_task: dict[str, list[SharedWait]] = {}
         self._poll_policy = poll_policy or PollPolicy()
         self._rate_limit = rate_limit
         self._rng = rng or random.Random()
@@ -152,6 +181,9 @@ class Veo4kClient:
         if tasks:
             await asyncio.wait(tasks)
         self._waits.clear()
+        self._by_task.clear()
+        if self._callbacks is not None:
+            self._callbacks.receiver.remove_handler(self._on_callback)
         self._pacer.close()
         if self._own_session is not None:
             await self._own_session.close()
@@ -163,6 +195,8 @@ class Veo4kClient:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
+            if self._callbacks is not None:
+                self._callbacks.receiver.add_handler(self._on_callback)
         elif self._loop is not loop:
             raise ClientStateError(
                 "this Veo4kClient belongs to another event loop; create one client per loop"
@@ -254,11 +288,11 @@ class Veo4kClient:
         """
         task_id, index = check.task_id(task_id), check.index(index)
         callback_url = check.callback_url(callback_url)
-        policy = self._policy(poll_policy)
-        limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
+        policy, callback_url = self._plan(poll_policy, callback_url)
+        limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         loop = asyncio.get_running_loop()
         shared = self._join(task_id, index, policy, callback_url)
         fut: asyncio.Future[FourKResult] = loop.create_future()
@@ -273,10 +307,16 @@ class Veo4kClient:
         finally:
             await self._leave(shared, sub)
 
-    def _policy(self, poll_policy: PollPolicy | None) -> PollPolicy:
+    def _plan(
+        self, poll_policy: PollPolicy | None, callback_url: str | None
+    ) -> tuple[PollPolicy, str | None]:
+        """The policy and callback URL of a wait: with a CallbackServer, its URL and the slow
+        safety-net policy, unless the caller chose otherwise."""
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
-        return poll_policy or self._poll_policy
+        if self._callbacks is not None and callback_url is None:
+            return poll_policy or self._callback_policy, self._callbacks.url
+        return poll_policy or self._poll_policy, callback_url
 
     def _join(
         self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
@@ -299,12 +339,47 @@ class Veo4kClient:
             )
             shared.task.add_done_callback(functools.partial(self._finished, shared))
             self._waits[key] = shared
+            self._by_task.setdefault(task_id, []).append(shared)
+            if self._callbacks is not None:
+                early = self._callbacks.receiver.recent(task_id)
+                if early is not None:  # the callback came before the wait: use it at once
+                    self._signal(shared, early)
         return shared
+
+    def _on_callback(self, event: CallbackEvent) -> None:
+        for shared in list(self._by_task.get(event.task_id, ())):
+            self._signal(shared, event)
+
+    def _signal(self, shared: SharedWait, event: CallbackEvent) -> None:
+        """Route a callback to a wait: trusted results end it, the rest trigger a confirming
+        poll (the body is not signed, only the task id and timestamp are)."""
+        trusted = self._trust_callback_urls and len(self._by_task.get(event.task_id, ())) == 1
+        if trusted and event.ok:
+            shared.signal(
+                ready=FourKStatus(
+                    task_id=event.task_id,
+                    index=shared.index,
+                    ready=True,
+                    result_urls=event.result_urls,
+                    image_urls=event.image_urls,
+                    msg=event.msg,
+                    code=event.code,
+                )
+            )
+        elif trusted and event.unavailable:
+            shared.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
+        else:
+            shared.signal()
 
     def _finished(self, shared: SharedWait, task: asyncio.Task[FourKResult]) -> None:
         key = (shared.task_id, shared.index)
         if self._waits.get(key) is shared:
             del self._waits[key]
+        siblings = self._by_task.get(shared.task_id)
+        if siblings is not None and shared in siblings:
+            siblings.remove(shared)
+            if not siblings:
+                del self._by_task[shared.task_id]
         closed = ClientStateError("the client was closed while this wait ran")
         shared.finish(closed if self._closed else None)
 
@@ -334,12 +409,12 @@ class Veo4kClient:
         each (``benchmarks/scale.py``).
         """
         pairs = check.task_pairs(tasks)
-        policy = self._policy(poll_policy)
-        limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         callback_url = check.callback_url(callback_url)
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
+        policy, callback_url = self._plan(poll_policy, callback_url)
+        limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         loop = asyncio.get_running_loop()
         ended: asyncio.Queue[tuple[SharedWait, FourKResult | None, BaseException | None]]
         ended = asyncio.Queue()

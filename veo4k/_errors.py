@@ -21,6 +21,7 @@
     ├── SourceTaskFailedError                  record-info says the source generation failed
     ├── WaitTimeoutError (also TimeoutError)   the deadline passed before the 4K was ready
     ├── SignatureError                         a callback failed verification
+    ├── InvalidCallbackError                   a callback body is malformed or too large
     └── DownloadError                          a result file could not be downloaded
 
 No exception carries the API key: messages are built from codes, messages and task ids only.
@@ -39,6 +40,7 @@ __all__ = [
     "DownloadError",
     "FourKUnavailableError",
     "InsufficientCreditsError",
+    "InvalidCallbackError",
     "MediaFetchError",
     "NotFoundError",
     "RateLimitError",
@@ -238,6 +240,14 @@ class WaitTimeoutError(Veo4kError, TimeoutError):
 
 class SignatureError(Veo4kError):
     """A callback delivery failed verification: bad or missing signature, or stale timestamp."""
+
+
+class InvalidCallbackError(Veo4kError):
+    """A callback delivery is malformed (not JSON, no task id) or too large."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class DownloadError(Veo4kError):

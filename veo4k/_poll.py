@@ -75,6 +75,7 @@ class SharedWait:
 
     __slots__ = (
         "_alarm",
+        "_pending",
         "_phase",
         "_rng",
         "_wakeup",
@@ -108,7 +109,8 @@ class SharedWait:
         self.task: asyncio.Task[FourKResult] | None = None
         self._rng = rng
         self._phase = phase
-        self._wakeup: asyncio.Future[FourKStatus | None] | None = None
+        self._wakeup: asyncio.Future[_Signal | None] | None = None
+        self._pending: _Signal | None = None
         self._alarm: asyncio.TimerHandle | None = None
 
     def elapsed(self) -> float:
@@ -221,16 +223,26 @@ class SharedWait:
             except Exception:
                 log.exception("on_update callback raised; the wait goes on")
 
-    def deliver(self, status: FourKStatus) -> bool:
-        """End the current sleep early with a ready status (from a callback)."""
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(status)
-            return True
-        return False
+    def signal(self, *, ready: FourKStatus | None = None, error: Veo4kError | None = None) -> None:
+        """A callback arrived: end the wait with ``ready`` or ``error``, or else poll now.
 
-    async def _sleep(self, delay: float) -> FourKStatus | None:
+        If the loop is not sleeping (a request is in flight, or it has not started), the
+        signal waits for its next turn: nothing a callback says is lost.
+        """
+        signal: _Signal = (
+            ("ready", ready) if ready else ("error", error) if error else ("poll", None)
+        )
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(signal)
+        else:
+            self._pending = signal
+
+    async def _sleep(self, delay: float) -> _Signal | None:
+        if self._pending is not None:
+            signal, self._pending = self._pending, None
+            return signal
         loop = asyncio.get_running_loop()
-        wakeup: asyncio.Future[FourKStatus | None] = loop.create_future()
+        wakeup: asyncio.Future[_Signal | None] = loop.create_future()
         self._wakeup = wakeup
         handle = loop.call_later(delay, _resolve_none, wakeup)
         try:
@@ -252,8 +264,18 @@ class SharedWait:
 
     async def _run(self, submit: Submit, get_record: GetRecord) -> FourKResult:
         delays = self.policy.delays(self._rng, self._phase)
-        first = True
+        first, via_callback = True, False
+        signal, self._pending = self._pending, None
         while True:
+            if signal is not None:
+                kind, payload = signal
+                if kind == "ready":
+                    assert isinstance(payload, FourKStatus)
+                    return await self._done(payload, via_callback=True)
+                if kind == "error":
+                    assert isinstance(payload, Veo4kError)
+                    raise payload
+                via_callback = True  # "poll": a callback asked to confirm now
             state = WaitState.SUBMITTED if first else WaitState.PROCESSING
             try:
                 status = await submit(self.task_id, self.index, self.counter, self._on_retry)
@@ -266,14 +288,12 @@ class SharedWait:
                 state, msg = WaitState.SOURCE_PENDING, exc.msg
             else:
                 if status.ready:
-                    return await self._done(status, via_callback=False)
+                    return await self._done(status, via_callback=via_callback)
                 msg = status.msg
                 first = False
             delay = next(delays)
             await self.emit(state, next_delay=delay, msg=msg)
-            woken = await self._sleep(delay)
-            if woken is not None:
-                return await self._done(woken, via_callback=True)
+            signal = await self._sleep(delay)
 
     async def _done(self, status: FourKStatus, *, via_callback: bool) -> FourKResult:
         await self.emit(WaitState.READY, msg=status.msg)
@@ -288,6 +308,9 @@ class SharedWait:
         )
 
 
-def _resolve_none(fut: asyncio.Future[FourKStatus | None]) -> None:
+_Signal = tuple[str, FourKStatus | Veo4kError | None]
+
+
+def _resolve_none(fut: asyncio.Future[_Signal | None]) -> None:
     if not fut.done():
         fut.set_result(None)

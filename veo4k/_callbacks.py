@@ -1,0 +1,335 @@
+"""Receive Kie's 4K callbacks: parse every documented shape, verify, deduplicate, dispatch.
+
+:meth:`CallbackReceiver.handle` is framework-agnostic (bytes and headers in, event out);
+:attr:`CallbackReceiver.aiohttp_handler` wraps it for aiohttp and answers at once, running the
+handlers after the answer so a slow handler never makes Kie's sender (15 s timeout) give up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import inspect
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from ._errors import ConfigurationError, InvalidCallbackError, SignatureError
+from ._signature import verify_signature
+from ._wire import url_list
+
+__all__ = ["CallbackEvent", "CallbackHandler", "CallbackReceiver", "parse_callback"]
+
+log = logging.getLogger("veo4k")
+
+CallbackHandler = Callable[["CallbackEvent"], object]
+"""Called once per task and outcome; sync, or async (its awaitable is awaited)."""
+
+_READ_TIMEOUT = 10.0  # seconds to receive a whole body: a trickling sender gets 408
+_ACK = {"code": 200, "msg": "success"}
+
+
+@attrs.frozen(kw_only=True)
+class CallbackEvent:
+    """One callback delivery from Kie, whatever shape it came in."""
+
+    task_id: str
+    ok: bool
+    """True when Kie reports success and sends at least one result URL."""
+    code: int
+    msg: str
+    result_urls: tuple[str, ...] = ()
+    image_urls: tuple[str, ...] = ()
+    received_at: datetime = attrs.field(factory=lambda: datetime.now(UTC))
+    duplicate: bool = False
+    """An earlier delivery of the same task and outcome was already dispatched."""
+
+    @property
+    def unavailable(self) -> bool:
+        """Kie says the 4K version of this video is unavailable (permanent)."""
+        low = self.msg.lower()
+        return not self.ok and "unavailable" in low and "4k" in low
+
+
+def _task_id(payload: Mapping[str, Any]) -> str | None:
+    data = payload.get("data")
+    if isinstance(data, dict):
+        for key in ("taskId", "task_id"):
+            if isinstance(data.get(key), str) and data[key].strip():
+                return str(data[key]).strip()
+    top = payload.get("taskId")
+    return top.strip() if isinstance(top, str) and top.strip() else None
+
+
+def _urls(data: Mapping[str, Any], *keys: str) -> tuple[str, ...]:
+    info = data.get("info")
+    for source in (info if isinstance(info, dict) else {}, data):
+        for key in keys:
+            if source.get(key) is not None:
+                return url_list(source[key])
+    return ()
+
+
+def parse_callback(body: bytes | str) -> tuple[CallbackEvent, Mapping[str, Any]]:
+    """Parse a delivery into an event (and the payload); raise :class:`InvalidCallbackError`.
+
+    Accepts the documented shapes A-D (URLs in ``data.info``, at the top of ``data``, or in
+    snake_case), URL lists as JSON-encoded strings, and the failure shape.
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidCallbackError("callback body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidCallbackError("callback body is not a JSON object")
+    task_id = _task_id(payload)
+    if task_id is None:
+        raise InvalidCallbackError("callback names no task id")
+    code = payload.get("code")
+    if isinstance(code, bool) or not isinstance(code, int | str):
+        raise InvalidCallbackError("callback has no integer code")
+    try:
+        code = int(code)
+    except ValueError:
+        raise InvalidCallbackError("callback code is not an integer") from None
+    msg = payload.get("msg")
+    data = payload.get("data")
+    data = data if isinstance(data, dict) else {}
+    try:
+        result_urls = _urls(data, "resultUrls", "result_urls")
+        image_urls = _urls(data, "imageUrls", "image_urls")
+    except ValueError as exc:
+        raise InvalidCallbackError(f"callback URL list is malformed: {exc}") from None
+    event = CallbackEvent(
+        task_id=task_id,
+        ok=code == 200 and bool(result_urls),
+        code=code,
+        msg=msg if isinstance(msg, str) else "",
+        result_urls=result_urls,
+        image_urls=image_urls,
+    )
+    return event, payload
+
+
+class _Memory:
+    """A bounded, expiring memory: insertion-ordered, oldest dropped first."""
+
+    def __init__(self, maxlen: int, ttl: float) -> None:
+        self._items: collections.OrderedDict[Any, tuple[float, Any]] = collections.OrderedDict()
+        self._maxlen, self._ttl = maxlen, ttl
+
+    def _expire(self, now: float) -> None:
+        while self._items:
+            key, (stamp, _) = next(iter(self._items.items()))
+            if now - stamp < self._ttl and len(self._items) <= self._maxlen:
+                break
+            del self._items[key]
+
+    def get(self, key: Any) -> Any:
+        now = time.monotonic()
+        self._expire(now)
+        found = self._items.get(key)
+        return None if found is None else found[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        now = time.monotonic()
+        self._items[key] = (now, value)
+        self._items.move_to_end(key)
+        self._expire(now)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class CallbackReceiver:
+    """Verifies and routes Kie's 4K callbacks; one per webhook endpoint.
+
+    ``hmac_key`` (or ``KIE_WEBHOOK_HMAC_KEY``) enables signature checks: the signature of
+    ``taskId + "." + timestamp`` must match and the timestamp must be within ``tolerance``
+    seconds of now. Without a key, deliveries must carry :attr:`token` (a query parameter of
+    :attr:`CallbackServer.url`). Duplicates (same task and outcome) are acknowledged but
+    dispatched once; that memory holds ``dedupe_size`` entries for ``dedupe_ttl`` seconds.
+    """
+
+    def __init__(
+        self,
+        hmac_key: str | bytes | None = None,
+        *,
+        tolerance: float = 300.0,
+        max_body: int = 1_048_576,
+        dedupe_size: int = 100_000,
+        dedupe_ttl: float = 3600.0,
+        token: str | None = None,
+    ) -> None:
+        key = hmac_key if hmac_key is not None else os.environ.get("KIE_WEBHOOK_HMAC_KEY")
+        self._hmac_key = key or None
+        if tolerance <= 0 or max_body <= 0:
+            raise ConfigurationError("tolerance and max_body must be > 0")
+        self.tolerance = float(tolerance)
+        self.max_body = int(max_body)
+        self.token = token or secrets.token_urlsafe(24)
+        self._handlers: list[CallbackHandler] = []
+        self._seen = _Memory(dedupe_size, dedupe_ttl)
+        self._recent = _Memory(min(dedupe_size, 10_000), 600.0)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._warned = False
+        self.received = 0
+        self.rejected = 0
+        self.duplicates = 0
+
+    def __repr__(self) -> str:
+        signed = "hmac" if self._hmac_key else "token only"
+        return f"CallbackReceiver({signed}, received={self.received}, rejected={self.rejected})"
+
+    @property
+    def signed(self) -> bool:
+        """True when deliveries must carry a valid HMAC signature."""
+        return self._hmac_key is not None
+
+    def add_handler(self, fn: CallbackHandler) -> None:
+        """Call ``fn(event)`` once per task and outcome, after the delivery was answered."""
+        if not callable(fn):
+            raise ConfigurationError("a callback handler must be callable")
+        self._handlers.append(fn)
+
+    def remove_handler(self, fn: CallbackHandler) -> None:
+        """Stop calling ``fn`` (no-op if it was not added)."""
+        if fn in self._handlers:
+            self._handlers.remove(fn)
+
+    def recent(self, task_id: str) -> CallbackEvent | None:
+        """The last event for ``task_id`` seen in the past 10 minutes, if any."""
+        event: CallbackEvent | None = self._recent.get(task_id)
+        return event
+
+    async def handle(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        token: str | None = None,
+    ) -> CallbackEvent:
+        """Verify one delivery and schedule its dispatch; return the event.
+
+        Raises :class:`SignatureError` (answer 401) for a bad or missing signature, a stale
+        timestamp or a wrong token, and :class:`InvalidCallbackError` (answer its ``status``,
+        400 or 413) for a malformed or oversized body. Pass the URL's ``token`` query value
+        when the receiver has no HMAC key (it is then required).
+        """
+        try:
+            event = self._verify(body, headers, token)
+        except (SignatureError, InvalidCallbackError):
+            self.rejected += 1
+            raise
+        self.received += 1
+        key = (event.task_id, event.ok, event.code)
+        if self._seen.get(key) is not None:
+            self.duplicates += 1
+            return attrs.evolve(event, duplicate=True)
+        self._seen.put(key, True)
+        self._recent.put(event.task_id, event)
+        self._dispatch(event)
+        return event
+
+    def _verify(self, body: bytes, headers: Mapping[str, str], token: str | None) -> CallbackEvent:
+        if len(body) > self.max_body:
+            raise InvalidCallbackError(f"callback body exceeds {self.max_body} bytes", status=413)
+        lower = {k.lower(): v for k, v in headers.items()}
+        token_checked = token is not None or self._hmac_key is None
+        token_ok = token is not None and hmac.compare_digest(token.encode(), self.token.encode())
+        if token_checked and not token_ok:
+            raise SignatureError("callback token missing or wrong")
+        event, _ = parse_callback(body)
+        if self._hmac_key is None:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "callbacks are not signed (no hmac_key / KIE_WEBHOOK_HMAC_KEY): only the "
+                    "URL token authenticates them"
+                )
+            return event
+        stamp_text = lower.get("x-webhook-timestamp", "")
+        signature = lower.get("x-webhook-signature", "")
+        if not stamp_text or not signature:
+            raise SignatureError("callback lacks X-Webhook-Timestamp or X-Webhook-Signature")
+        try:
+            stamp = int(stamp_text)
+        except ValueError:
+            raise SignatureError("X-Webhook-Timestamp is not an integer") from None
+        if abs(time.time() - stamp) > self.tolerance:
+            raise SignatureError(f"callback timestamp is outside +/-{self.tolerance:g} s")
+        if not verify_signature(event.task_id, stamp_text, signature, self._hmac_key):
+            raise SignatureError("callback signature does not match")
+        return event
+
+    def _dispatch(self, event: CallbackEvent) -> None:
+        if not self._handlers:
+            return
+        task = asyncio.get_running_loop().create_task(self._run_handlers(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handlers(self, event: CallbackEvent) -> None:
+        for handler in list(self._handlers):
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("callback handler raised for task %s", event.task_id)
+
+    async def aclose(self) -> None:
+        """Wait for handlers still running (they are short), then forget them."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    @property
+    def aiohttp_handler(self) -> Callable[[web.Request], Any]:
+        """An aiohttp.web handler: mount it with ``app.router.add_route("*", path, handler)``."""
+        return self._aiohttp
+
+    async def _aiohttp(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            return _answer(405, "method not allowed")
+        if request.content_length is not None and request.content_length > self.max_body:
+            self.rejected += 1
+            return _answer(413, "body too large")
+        try:
+            async with asyncio.timeout(_READ_TIMEOUT):
+                body = await _read_capped(request, self.max_body)
+        except TimeoutError:
+            self.rejected += 1
+            return _answer(408, "body not received in time")
+        if body is None:
+            self.rejected += 1
+            return _answer(413, "body too large")
+        try:
+            await self.handle(body, request.headers, token=request.query.get("token", ""))
+        except SignatureError:
+            return _answer(401, "unauthorized")
+        except InvalidCallbackError as exc:
+            return _answer(exc.status, str(exc))
+        return web.json_response(_ACK)
+
+
+def _answer(status: int, msg: str) -> web.Response:
+    return web.json_response({"code": status, "msg": msg}, status=status)
+
+
+async def _read_capped(request: web.Request, cap: int) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
