@@ -86,22 +86,24 @@ with warnings.catch_warnings():
 class FullJitterExpo(veo4k.PollPolicy):
     """Naive exponential backoff: sleep U(0, min(60, 2**n)) seconds (1 s doubling to 60 s)."""
 
-    def delays(self, rng: random.Random) -> Iterator[float]:
+    def delays(self, rng: random.Random, phase: float | None = None) -> Iterator[float]:
         caps = backoff.expo(base=2, factor=1, max_value=60)
         next(caps)
         for cap in caps:
             yield rng.uniform(0, cap)
 
 
+CALLBACKS = "veo4k default + callbacks"
 FIXED_30 = veo4k.PollPolicy(
     first_delay=30, first_delay_jitter=0, wait_initial=30, wait_max=30, wait_jitter=0
 )
-POLICIES: dict[str, veo4k.PollPolicy] = {
+POLICIES: dict[str, veo4k.PollPolicy | str] = {
     "fixed 30 s": FIXED_30,
     "expo 1 s x2 to 60 s, full jitter": FullJitterExpo(),
     "veo4k default": veo4k.PollPolicy(),
+    CALLBACKS: CALLBACKS,
 }
-CANDIDATES: dict[str, veo4k.PollPolicy] = {
+CANDIDATES: dict[str, veo4k.PollPolicy | str] = {
     f"first {first:g}+U(0,{jit:g}), then {interval:g}+U(0,{wj:g})": veo4k.PollPolicy(
         first_delay=first,
         first_delay_jitter=jit,
@@ -146,10 +148,20 @@ SCENARIOS: dict[str, Callable[[random.Random], float]] = {
 
 
 async def simulate(
-    policy: veo4k.PollPolicy, ready: Callable[[random.Random], float], n: int, seed: int
+    policy: veo4k.PollPolicy | str, ready: Callable[[random.Random], float], n: int, seed: int
 ) -> dict[str, Any]:
     rng = random.Random(seed)
-    fake = FakeKie(auto_create=False)
+    server = None
+    if policy == CALLBACKS:  # Kie calls back into the receiver in process, no sockets
+        receiver = veo4k.CallbackReceiver("simulated-hmac-key")
+        server = veo4k.CallbackServer(receiver, public_url="http://callbacks.simulated/kie")
+
+        async def sink(url: str, body: bytes, headers: dict[str, str]) -> None:
+            await receiver.handle(body, headers, token=receiver.token)
+
+        fake = FakeKie(auto_create=False, callback_sink=sink, hmac_key="simulated-hmac-key")
+    else:
+        fake = FakeKie(auto_create=False)
     ids = [f"veo_task_{i:05d}" for i in range(n)]
     for task_id in ids:
         fake.add_task(task_id, ready_after=ready(rng))
@@ -158,8 +170,9 @@ async def simulate(
     timeouts = 0
     session = SimSession(fake)
     async with veo4k.Veo4kClient(
-        fake.api_key, base_url=BASE, poll_policy=policy, rate_limit=None,
-        session=session, rng=random.Random(seed + 1),
+        fake.api_key, base_url=BASE, rate_limit=None, session=session, callbacks=server,
+        poll_policy=policy if isinstance(policy, veo4k.PollPolicy) else None,
+        rng=random.Random(seed + 1),
     ) as client:  # fmt: skip
         async for outcome in client.as_completed(ids):
             if outcome.ok:
@@ -167,6 +180,7 @@ async def simulate(
             elif isinstance(outcome.error, veo4k.WaitTimeoutError):
                 timeouts += 1
     await session.close()
+    await fake.close()  # ends callback deliveries still scheduled
     delays, requests, first_posts = [], [], []
     for task_id in ids:
         task = fake.tasks[task_id]
@@ -198,7 +212,9 @@ def max_in_window(times: list[float], width: float) -> int:
     return best
 
 
-def run_all(policies: dict[str, veo4k.PollPolicy], n: int, seed: int) -> list[dict[str, Any]]:
+def run_all(
+    policies: dict[str, veo4k.PollPolicy | str] | dict[str, veo4k.PollPolicy], n: int, seed: int
+) -> list[dict[str, Any]]:
     rows = []
     for name, policy in policies.items():
         for scenario, ready in SCENARIOS.items():

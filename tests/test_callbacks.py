@@ -402,3 +402,18 @@ async def test_many_waits_with_callbacks(
         assert all(isinstance(r, veo4k.FourKResult) and r.via_callback for r in results)
         assert sum(r.requests for r in results if isinstance(r, veo4k.FourKResult)) == 400
         assert server.receiver.duplicates == 200
+
+
+async def test_callback_ahead_of_status_is_confirmed_soon(
+    make_client: ClientFactory, server: veo4k.CallbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the status endpoint still says "processing" when the callback arrives, the wait
+    re-checks on the short confirm backoff instead of falling back to the slow policy."""
+    monkeypatch.setattr("veo4k._poll.CONFIRM_BACKOFF", (0.1, 0.1, 0.1))
+    async with FakeKie(ready_after=0.3, hmac_key=KEY, callback_delay=-0.25) as kie:
+        client = make_client(base_url=kie.base_url, api_key=kie.api_key, callbacks=server,
+                             callback_poll_policy=SLOW)  # fmt: skip
+        result = await client.wait_for_4k("veo_task_1")
+        assert result.via_callback
+        assert 0.3 <= result.elapsed < 0.8
+        assert result.requests >= 3

@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from ._config import PollPolicy
 from ._errors import SourceNotReadyError, SourceTaskFailedError, Veo4kError, WaitTimeoutError
@@ -65,6 +65,10 @@ class Subscription:
         else:
             target(wait, result, error)
 
+
+CONFIRM_BACKOFF = (2.0, 4.0, 8.0, 16.0, 32.0)
+"""After a callback, a confirming poll that still says "processing" is retried this soon (s)
+before the wait falls back to its policy: the status endpoint may lag the callback."""
 
 Submit = Callable[[str, int, Counter, RetryHook], Awaitable[FourKStatus]]
 GetRecord = Callable[[str, Counter, RetryHook], Awaitable[TaskRecord]]
@@ -265,6 +269,7 @@ class SharedWait:
     async def _run(self, submit: Submit, get_record: GetRecord) -> FourKResult:
         delays = self.policy.delays(self._rng, self._phase)
         first, via_callback = True, False
+        confirming: Iterator[float] = iter(())  # short waits while a callback's news lags
         signal, self._pending = self._pending, None
         while True:
             if signal is not None:
@@ -276,6 +281,7 @@ class SharedWait:
                     assert isinstance(payload, Veo4kError)
                     raise payload
                 via_callback = True  # "poll": a callback asked to confirm now
+                confirming = iter(CONFIRM_BACKOFF)
             state = WaitState.SUBMITTED if first else WaitState.PROCESSING
             try:
                 status = await submit(self.task_id, self.index, self.counter, self._on_retry)
@@ -291,7 +297,7 @@ class SharedWait:
                     return await self._done(status, via_callback=via_callback)
                 msg = status.msg
                 first = False
-            delay = next(delays)
+            delay = next(confirming, None) or next(delays)
             await self.emit(state, next_delay=delay, msg=msg)
             signal = await self._sleep(delay)
 

@@ -10,6 +10,7 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -142,6 +143,7 @@ class FakeKie:
         callback_delay: float = 0.0,
         deliver_callbacks: bool = True,
         fault_rate: float = 0.0,
+        callback_sink: Callable[[str, bytes, dict[str, str]], Awaitable[object]] | None = None,
         seed: int = 0,
         file_size: int = 65_536,
         host: str = "127.0.0.1",
@@ -159,6 +161,7 @@ class FakeKie:
         self.callback_delay = callback_delay
         self.deliver_callbacks = deliver_callbacks
         self.fault_rate = fault_rate
+        self.callback_sink = callback_sink
         self.file_size = file_size
         self.tasks: dict[str, FakeTask] = {}
         self.stats = _Stats()
@@ -636,7 +639,14 @@ class FakeKie:
             await self.post_callback(url, body, self.callback_headers(task.task_id))
 
     async def post_callback(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        """POST one callback delivery as Kie does (15 s answer timeout); return the status."""
+        """POST one callback delivery as Kie does (15 s answer timeout); return the status.
+
+        With ``callback_sink`` set the delivery is handed to it in process instead.
+        """
+        if self.callback_sink is not None:
+            await self.callback_sink(url, body, headers)
+            self.stats.callbacks_sent += 1
+            return 200
         assert self._session is not None, "FakeKie is not started"
         try:
             async with self._session.post(
