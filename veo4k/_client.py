@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import pathlib
 import random
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
@@ -17,9 +18,11 @@ from . import _validate as check
 from ._callback_server import CallbackServer
 from ._callbacks import CallbackEvent
 from ._config import PollPolicy, RateLimit, RetryPolicy
+from ._download import ProgressCallback, download_file
 from ._errors import (
     ClientStateError,
     ConfigurationError,
+    DownloadError,
     FourKUnavailableError,
     Veo4kError,
     WaitTimeoutError,
@@ -35,6 +38,7 @@ __all__ = ["Veo4kClient", "wait_for_4k"]
 DEFAULT_BASE_URL = "https://api.kie.ai"
 FOURK_PATH = "/api/v1/veo/get-4k-video"
 RECORD_PATH = "/api/v1/veo/record-info"
+DOWNLOAD_URL_PATH = "/api/v1/common/download-url"
 _KIE_RATE_LIMIT = RateLimit()
 SAFETY_NET_POLICY = PollPolicy(
     first_delay=900.0,
@@ -112,18 +116,20 @@ class Veo4kClient:
         self._rng = rng or random.Random()
         self._user_session = session
         self._own_session: aiohttp.ClientSession | None = None
+        self._download_session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._waits: dict[tuple[str, int], SharedWait] = {}
         self._phase = self._rng.random()  # where this client's low-discrepancy sequence starts
         self._converter = make_converter()
         self._pacer = Pacer(rate_limit)
+        self._retry_policy = retry_policy or RetryPolicy()
         self._api = Api(
             session=self._session,
             base_url=self._base_url,
             api_key=key.strip(),
             request_timeout=self._request_timeout,
-            retry=retry_policy or RetryPolicy(),
+            retry=self._retry_policy,
             pacer=self._pacer,
             rng=self._rng,
             max_connections=max_connections,
@@ -188,6 +194,9 @@ class Veo4kClient:
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None
+        if self._download_session is not None:
+            await self._download_session.close()
+            self._download_session = None
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -389,6 +398,78 @@ class Veo4kClient:
         task = shared.task
         if not shared.subscribers and task is not None and not task.done():
             await asyncio.wait([task])  # the loop was cancelled: let it finish before we return
+
+    # -- downloads ---------------------------------------------------------------------------
+
+    async def download(
+        self,
+        result: FourKResult | str,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> pathlib.Path:
+        """Download a finished 4K video to ``dest`` (a file, or a folder for
+        ``<task_id>_<index>.mp4``) and return its path.
+
+        Streams into ``dest.part`` and renames it when complete; an interrupted download
+        resumes from the ``.part`` with a Range request; the length is checked; transient
+        failures are retried (bounded). An expired link (403/404) is refreshed once through
+        Kie's ``download-url``. The file host never sees the API key.
+        """
+        if isinstance(result, FourKResult):
+            url, task_id, name = (
+                result.video_url,
+                result.task_id,
+                f"{result.task_id}_{result.index}",
+            )
+        elif isinstance(result, str) and result:
+            url, task_id, name = result, None, None
+        else:
+            raise ConfigurationError("result must be a FourKResult or a URL string")
+        check.callback_url(url, "result URL")
+        if on_progress is not None and not callable(on_progress):
+            raise ConfigurationError("on_progress must be callable")
+        path = pathlib.Path(dest)
+        if path.is_dir():  # noqa: ASYNC240 - metadata, microseconds
+            if name is None:
+                raise ConfigurationError("dest is a folder: pass a FourKResult or a file path")
+            path = path / f"{name}.mp4"
+        if path.exists() and not overwrite:
+            raise DownloadError(f"{path} exists; pass overwrite=True to replace it", url=url,
+                                task_id=task_id)  # fmt: skip
+        if not path.parent.is_dir():
+            raise ConfigurationError(f"dest folder {path.parent} does not exist")
+        self._check_usable()
+        if self._download_session is None:
+            self._download_session = aiohttp.ClientSession()  # no Authorization, ever
+
+        async def refresh(stale: str) -> str:
+            return await self.fresh_download_url(stale, task_id=task_id)
+
+        return await download_file(
+            self._download_session,
+            url,
+            path,
+            refresh=refresh,
+            retry=self._retry_policy,
+            rng=self._rng,
+            task_id=task_id,
+            on_progress=on_progress,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=self._request_timeout),
+        )
+
+    async def fresh_download_url(self, url: str, *, task_id: str | None = None) -> str:
+        """Ask Kie for a fresh link to a generated file (valid about 20 minutes)."""
+        self._check_usable()
+        env = await self._api.call(
+            "POST", DOWNLOAD_URL_PATH, task_id=task_id, json={"url": url}, counter=Counter()
+        )
+        if env.code != 200 or not isinstance(env.data, str) or not env.data:
+            raise DownloadError(
+                f"Kie would not refresh the link ({env.code}: {env.msg})", url=url, task_id=task_id
+            )
+        return env.data
 
     # -- batches -----------------------------------------------------------------------------
 

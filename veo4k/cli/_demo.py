@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import pathlib
 import random
-import sys
 from typing import TextIO
 
 import attrs
+from rich.console import Console
 
 from .._client import Veo4kClient
 from .._config import PollPolicy, RateLimit, RetryPolicy
-from .._models import Outcome
 from ..testing import FakeKie, TaskOutcome
+from ._batch import BatchOptions, TaskReport, run_batch
+from ._display import PlainLines, RichProgress, summary_table
+from ._journal import Journal
 
 __all__ = ["DEMO_POLICY", "demo_tasks", "run_demo"]
 
@@ -43,39 +46,31 @@ def demo_tasks(count: int, seed: int) -> list[DemoTask]:
     return tasks
 
 
-async def run_demo(count: int, seed: int, out: TextIO = sys.stdout) -> list[Outcome]:
-    """Run the demo batch and print one line per outcome and a summary; return the outcomes."""
+async def run_demo(count: int, seed: int, out_dir: pathlib.Path, out: TextIO) -> list[TaskReport]:
+    """Run the demo batch with live progress, download into ``out_dir``, print a summary."""
     tasks = demo_tasks(count, seed)
-    outcomes: list[Outcome] = []
-    async with FakeKie(seed=seed) as kie:
+    console = Console(file=out)
+    async with FakeKie(seed=seed, file_size=256 * 1024) as kie:
         for task in tasks:
             kie.add_task(task.task_id, ready_after=task.ready_after, outcome=task.outcome)
-        print(f"fake Kie server at {kie.base_url}; upscaling {count} tasks", file=out)
+        console.print(f"fake Kie server at {kie.base_url}; upscaling {count} tasks into {out_dir}")
         retry = RetryPolicy(wait_initial=0.1, wait_max=1.0, maintenance_wait=0.5)
-        async with Veo4kClient(
+        client = Veo4kClient(
             kie.api_key,
             base_url=kie.base_url,
             poll_policy=DEMO_POLICY,
             retry_policy=retry,
             rate_limit=RateLimit(max_requests=50, period=1.0),
             rng=random.Random(seed),
-        ) as client:
-            async for outcome in client.as_completed(t.task_id for t in tasks):
-                outcomes.append(outcome)
-                print(format_outcome(outcome), file=out)
-    done = sum(o.ok for o in outcomes)
-    requests = sum(o.result.requests for o in outcomes if o.result)
-    print(
-        f"summary: {done} done, {len(outcomes) - done} failed, {requests} requests "
-        f"for the finished ones",
-        file=out,
-    )
-    return outcomes
-
-
-def format_outcome(outcome: Outcome) -> str:
-    """One readable line for an outcome."""
-    if outcome.result is not None:
-        r = outcome.result
-        return f"  done    {r.task_id}  {r.elapsed:5.1f} s  {r.requests:2d} requests  {r.video_url}"
-    return f"  failed  {outcome.task_id}  {type(outcome.error).__name__}: {outcome.error}"
+        )
+        sink = RichProgress(count, console) if console.is_terminal else PlainLines(count, out)
+        with Journal(out_dir / "veo4k-journal.sqlite") as journal:
+            async with client:
+                with sink:
+                    reports = await run_batch(
+                        client, [(t.task_id, 0) for t in tasks], journal,
+                        BatchOptions(out_dir=out_dir), sink,
+                    )  # fmt: skip
+        console.print(summary_table(reports))
+        console.print(f"files were downloaded to {out_dir} (a temporary folder, now removed)")
+    return reports

@@ -162,6 +162,8 @@ class FakeKie:
         self.deliver_callbacks = deliver_callbacks
         self.fault_rate = fault_rate
         self.callback_sink = callback_sink
+        self.on_submission: Callable[[FakeTask, int], object] | None = None
+        """Called with (task, index) whenever a paid 4K job starts: lets tests await it."""
         self.file_size = file_size
         self.tasks: dict[str, FakeTask] = {}
         self.stats = _Stats()
@@ -415,6 +417,8 @@ class FakeKie:
         if job is None:
             job = task.jobs[index] = _Job(started=now, callback_url=callback_url)
             task.charges[index] += 1
+            if self.on_submission is not None:
+                self.on_submission(task, index)
             if callback_url and self.deliver_callbacks:
                 self._schedule_callback(task, index, callback_url, task.ready_after)
             if task.ready_after > 0:
