@@ -52,14 +52,21 @@ class Fault:
     delay: float = 5.0
     retry_after: float | None = None
     location: str = ""
+    after: int = 0
+    """Let this many matching requests through before firing (0: fire on the next one)."""
 
     def matches(self, path: str, task_id: str | None) -> bool:
-        """Whether this fault applies to a request on ``path`` for ``task_id``."""
+        """Whether this fault fires for a request on ``path`` for ``task_id`` (counts ``after``)."""
         if self.times <= 0:
             return False
         if self.path is not None and self.path != path:
             return False
-        return self.task_id is None or self.task_id == task_id
+        if self.task_id is not None and self.task_id != task_id:
+            return False
+        if self.after > 0:
+            self.after -= 1
+            return False
+        return True
 
     @property
     def acts_first(self) -> bool:
