@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,6 +13,11 @@ import veo4k
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
 
 ClientFactory = Callable[..., veo4k.Veo4kClient]
+
+
+def veo4k_tasks() -> list[asyncio.Task[object]]:
+    """Poll loops still alive in this event loop (their tasks are named veo4k-wait-...)."""
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("veo4k")]
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,7 @@ import pytest
 import veo4k
 from veo4k.testing import FakeKie, TaskOutcome
 
-from .conftest import ClientFactory
-
-
-def veo4k_tasks() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("veo4k")]
+from .conftest import ClientFactory, veo4k_tasks
 
 
 async def test_limiter_is_shared_across_waiters(make_client: ClientFactory) -> None:

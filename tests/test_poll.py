@@ -14,7 +14,7 @@ import pytest
 import veo4k
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie, FaultKind, TaskOutcome
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, veo4k_tasks
 
 
 async def test_wait_returns_urls_and_cost(kie: FakeKie, client: veo4k.Veo4kClient) -> None:
@@ -181,7 +181,7 @@ async def test_cancel_leaves_no_task_behind(kie: FakeKie, client: veo4k.Veo4kCli
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("veo4k")]
+    assert veo4k_tasks() == []
     assert "waits=0" in repr(client)
 
 

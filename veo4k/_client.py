@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import pathlib
 import random
@@ -16,14 +15,12 @@ import aiohttp
 
 from . import _validate as check
 from ._callback_server import CallbackServer
-from ._callbacks import CallbackEvent
 from ._config import PollPolicy, RateLimit, RetryPolicy
-from ._download import ProgressCallback, download_file
+from ._download import ProgressCallback, download_file, resolve_destination
 from ._errors import (
     ClientStateError,
     ConfigurationError,
     DownloadError,
-    FourKUnavailableError,
     Veo4kError,
     WaitTimeoutError,
 )
@@ -31,6 +28,7 @@ from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
 from ._poll import Listener, SharedWait, Subscription
 from ._transport import Api, Counter, RetryHook
+from ._waits import WaitRegistry
 from ._wire import error_for, fourk_status, make_converter, parse_record
 
 __all__ = ["Veo4kClient", "wait_for_4k"]
@@ -51,7 +49,6 @@ SAFETY_NET_POLICY = PollPolicy(
 """With callbacks, polling is only a safety net for a lost delivery: first after 15 minutes
 (most 4Ks are done by then), then every 5-10 minutes."""
 _START_CHUNK = 200  # waits a batch starts per event-loop pass
-_GOLDEN = 0.6180339887498949  # additive recurrence step: the most even spread of first polls
 
 
 class Veo4kClient:
@@ -110,7 +107,6 @@ class Veo4kClient:
         self._callbacks = callbacks
         self._trust_callback_urls = bool(trust_callback_urls)
         self._callback_policy = callback_poll_policy or SAFETY_NET_POLICY
-        self._by_task: dict[str, list[SharedWait]] = {}
         self._poll_policy = poll_policy or PollPolicy()
         self._rate_limit = rate_limit
         self._rng = rng or random.Random()
@@ -119,8 +115,6 @@ class Veo4kClient:
         self._download_session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._waits: dict[tuple[str, int], SharedWait] = {}
-        self._phase = self._rng.random()  # where this client's low-discrepancy sequence starts
         self._converter = make_converter()
         self._pacer = Pacer(rate_limit)
         self._retry_policy = retry_policy or RetryPolicy()
@@ -133,6 +127,12 @@ class Veo4kClient:
             pacer=self._pacer,
             rng=self._rng,
             max_connections=max_connections,
+        )
+        self._waits = WaitRegistry(
+            submit=self._request_4k,
+            get_record=self._get_record,
+            rng=self._rng,
+            trust_callback_urls=self._trust_callback_urls,
         )
 
     def __repr__(self) -> str:
@@ -181,15 +181,9 @@ class Veo4kClient:
         if self._closed:
             return
         self._closed = True
-        tasks = [w.task for w in self._waits.values() if w.task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        self._waits.clear()
-        self._by_task.clear()
+        await self._waits.close()
         if self._callbacks is not None:
-            self._callbacks.receiver.remove_handler(self._on_callback)
+            self._callbacks.receiver.remove_handler(self._waits.on_callback)
         self._pacer.close()
         if self._own_session is not None:
             await self._own_session.close()
@@ -205,7 +199,7 @@ class Veo4kClient:
         if self._loop is None:
             self._loop = loop
             if self._callbacks is not None:
-                self._callbacks.receiver.add_handler(self._on_callback)
+                self._callbacks.receiver.add_handler(self._waits.on_callback)
         elif self._loop is not loop:
             raise ClientStateError(
                 "this Veo4kClient belongs to another event loop; create one client per loop"
@@ -314,7 +308,7 @@ class Veo4kClient:
                 await shared.emit(WaitState.FAILED, msg=str(exc), error=exc, only=on_update)
             raise
         finally:
-            await self._leave(shared, sub)
+            await self._waits.leave(shared, sub)
 
     def _plan(
         self, poll_policy: PollPolicy | None, callback_url: str | None
@@ -330,74 +324,8 @@ class Veo4kClient:
     def _join(
         self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
     ) -> SharedWait:
-        key = (task_id, index)
-        shared = self._waits.get(key)
-        if shared is None:
-            loop = asyncio.get_running_loop()
-            self._phase = (self._phase + _GOLDEN) % 1.0
-            shared = SharedWait(
-                task_id, index, policy, self._rng, now=loop.time(), phase=self._phase
-            )
-            submit = (
-                functools.partial(self._request_4k, callback_url=callback_url)
-                if callback_url
-                else self._request_4k
-            )
-            shared.task = loop.create_task(
-                shared.run(submit, self._get_record), name=f"veo4k-wait-{task_id}-{index}"
-            )
-            shared.task.add_done_callback(functools.partial(self._finished, shared))
-            self._waits[key] = shared
-            self._by_task.setdefault(task_id, []).append(shared)
-            if self._callbacks is not None:
-                early = self._callbacks.receiver.recent(task_id)
-                if early is not None:  # the callback came before the wait: use it at once
-                    self._signal(shared, early)
-        return shared
-
-    def _on_callback(self, event: CallbackEvent) -> None:
-        for shared in list(self._by_task.get(event.task_id, ())):
-            self._signal(shared, event)
-
-    def _signal(self, shared: SharedWait, event: CallbackEvent) -> None:
-        """Route a callback to a wait: trusted results end it, the rest trigger a confirming
-        poll (the body is not signed, only the task id and timestamp are)."""
-        trusted = self._trust_callback_urls and len(self._by_task.get(event.task_id, ())) == 1
-        if trusted and event.ok:
-            shared.signal(
-                ready=FourKStatus(
-                    task_id=event.task_id,
-                    index=shared.index,
-                    ready=True,
-                    result_urls=event.result_urls,
-                    image_urls=event.image_urls,
-                    msg=event.msg,
-                    code=event.code,
-                )
-            )
-        elif trusted and event.unavailable:
-            shared.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
-        else:
-            shared.signal()
-
-    def _finished(self, shared: SharedWait, task: asyncio.Task[FourKResult]) -> None:
-        key = (shared.task_id, shared.index)
-        if self._waits.get(key) is shared:
-            del self._waits[key]
-        siblings = self._by_task.get(shared.task_id)
-        if siblings is not None and shared in siblings:
-            siblings.remove(shared)
-            if not siblings:
-                del self._by_task[shared.task_id]
-        closed = ClientStateError("the client was closed while this wait ran")
-        shared.finish(closed if self._closed else None)
-
-    @staticmethod
-    async def _leave(shared: SharedWait, sub: Subscription) -> None:
-        shared.unsubscribe(sub)
-        task = shared.task
-        if not shared.subscribers and task is not None and not task.done():
-            await asyncio.wait([task])  # the loop was cancelled: let it finish before we return
+        early = self._callbacks.receiver.recent(task_id) if self._callbacks else None
+        return self._waits.join(task_id, index, policy, callback_url, early=early)
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -417,29 +345,9 @@ class Veo4kClient:
         failures are retried (bounded). An expired link (403/404) is refreshed once through
         Kie's ``download-url``. The file host never sees the API key.
         """
-        if isinstance(result, FourKResult):
-            url, task_id, name = (
-                result.video_url,
-                result.task_id,
-                f"{result.task_id}_{result.index}",
-            )
-        elif isinstance(result, str) and result:
-            url, task_id, name = result, None, None
-        else:
-            raise ConfigurationError("result must be a FourKResult or a URL string")
-        check.callback_url(url, "result URL")
+        url, task_id, path = resolve_destination(result, dest, overwrite=overwrite)
         if on_progress is not None and not callable(on_progress):
             raise ConfigurationError("on_progress must be callable")
-        path = pathlib.Path(dest)
-        if path.is_dir():  # noqa: ASYNC240 - metadata, microseconds
-            if name is None:
-                raise ConfigurationError("dest is a folder: pass a FourKResult or a file path")
-            path = path / f"{name}.mp4"
-        if path.exists() and not overwrite:
-            raise DownloadError(f"{path} exists; pass overwrite=True to replace it", url=url,
-                                task_id=task_id)  # fmt: skip
-        if not path.parent.is_dir():
-            raise ConfigurationError(f"dest folder {path.parent} does not exist")
         self._check_usable()
         if self._download_session is None:
             self._download_session = aiohttp.ClientSession()  # no Authorization, ever

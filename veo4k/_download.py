@@ -17,10 +17,12 @@ from pathlib import Path
 
 import aiohttp
 
+from . import _validate as check
 from ._config import RetryPolicy
-from ._errors import DownloadError
+from ._errors import ConfigurationError, DownloadError
+from ._models import FourKResult
 
-__all__ = ["ProgressCallback", "download_file"]
+__all__ = ["ProgressCallback", "download_file", "resolve_destination"]
 
 log = logging.getLogger("veo4k")
 
@@ -30,6 +32,32 @@ ProgressCallback = Callable[[int, int | None], object]
 CHUNK = 1 << 16
 MAX_FILE_BYTES = 20 * 1024**3  # without a Content-Length, stop at 20 GiB
 _EXPIRED = (403, 404, 410)
+
+
+def resolve_destination(
+    result: FourKResult | str, dest: str | os.PathLike[str], *, overwrite: bool
+) -> tuple[str, str | None, Path]:
+    """Check a download request: ``(url, task id, file path)``, or a typed error."""
+    if isinstance(result, FourKResult):
+        url, task_id = result.video_url, result.task_id
+        name: str | None = f"{result.task_id}_{result.index}"
+    elif isinstance(result, str) and result:
+        url, task_id, name = result, None, None
+    else:
+        raise ConfigurationError("result must be a FourKResult or a URL string")
+    check.callback_url(url, "result URL")
+    path = Path(dest)
+    if path.is_dir():
+        if name is None:
+            raise ConfigurationError("dest is a folder: pass a FourKResult or a file path")
+        path = path / f"{name}.mp4"
+    if path.exists() and not overwrite:
+        raise DownloadError(
+            f"{path} exists; pass overwrite=True to replace it", url=url, task_id=task_id
+        )
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"dest folder {path.parent} does not exist")
+    return url, task_id, path
 
 
 class _Retry(Exception):

@@ -12,7 +12,7 @@ import pytest
 import veo4k
 from veo4k.testing import FakeKie
 
-from ..conftest import ClientFactory
+from ..conftest import ClientFactory, veo4k_tasks
 
 pytestmark = pytest.mark.faults
 
@@ -41,7 +41,7 @@ async def test_cancel_1000_waits_mid_flight(make_client: ClientFactory) -> None:
             w.cancel()
         outcomes = await asyncio.gather(*waits, return_exceptions=True)
         assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
-        assert [t for t in asyncio.all_tasks() if t.get_name().startswith("veo4k")] == []
+        assert veo4k_tasks() == []
         assert "waits=0" in repr(client)
         await client.aclose()
         with warnings.catch_warnings(record=True) as caught:
@@ -74,5 +74,5 @@ async def test_as_completed_cancelled_mid_batch(make_client: ClientFactory) -> N
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
-        assert [t for t in asyncio.all_tasks() if t.get_name().startswith("veo4k")] == []
+        assert veo4k_tasks() == []
         await client.aclose()

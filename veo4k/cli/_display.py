@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self, TextIO
@@ -132,8 +131,3 @@ def summary_table(reports: Sequence[TaskReport]) -> Table:
     requests = sum(r.requests for r in reports)
     table.caption = f"{ok} succeeded, {len(reports) - ok} failed, {requests} requests"
     return table
-
-
-def stdout_is_terminal() -> bool:
-    """Whether to draw a live display."""
-    return sys.stdout.isatty()

@@ -1,0 +1,144 @@
+"""The shared poll loops of one client, keyed by (task id, index), and the callbacks routed
+to them.
+
+A wait joins the loop of its task and index (starting it if needed) and leaves it when done;
+the last one to leave stops it. Each new loop takes the next point of a golden-ratio sequence
+as the phase of its first-delay jitter, so a batch started together polls evenly spread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Awaitable, Callable
+
+from ._callbacks import CallbackEvent
+from ._config import PollPolicy
+from ._errors import ClientStateError, FourKUnavailableError
+from ._models import FourKResult, FourKStatus, TaskRecord
+from ._poll import SharedWait, Subscription
+from ._transport import Counter, RetryHook
+
+__all__ = ["WaitRegistry"]
+
+_GOLDEN = 0.6180339887498949  # additive recurrence step: the most even spread of first polls
+
+Submit = Callable[..., Awaitable[FourKStatus]]
+GetRecord = Callable[[str, Counter, RetryHook], Awaitable[TaskRecord]]
+
+
+class WaitRegistry:
+    """Starts, shares and stops the poll loops of one client."""
+
+    def __init__(
+        self,
+        *,
+        submit: Submit,
+        get_record: GetRecord,
+        rng: random.Random,
+        trust_callback_urls: bool,
+    ) -> None:
+        self._submit = submit
+        self._get_record = get_record
+        self._rng = rng
+        self._trust = trust_callback_urls
+        self._waits: dict[tuple[str, int], SharedWait] = {}
+        self._by_task: dict[str, list[SharedWait]] = {}
+        self._phase = rng.random()  # where this client's low-discrepancy sequence starts
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._waits)
+
+    def join(
+        self,
+        task_id: str,
+        index: int,
+        policy: PollPolicy,
+        callback_url: str | None,
+        *,
+        early: CallbackEvent | None = None,
+    ) -> SharedWait:
+        """The running loop for ``(task_id, index)``, started now if there is none.
+
+        ``early`` is a callback that came before anyone waited: it is applied at once.
+        """
+        key = (task_id, index)
+        shared = self._waits.get(key)
+        if shared is not None:
+            return shared
+        loop = asyncio.get_running_loop()
+        self._phase = (self._phase + _GOLDEN) % 1.0
+        shared = SharedWait(task_id, index, policy, self._rng, now=loop.time(), phase=self._phase)
+        submit = (
+            functools.partial(self._submit, callback_url=callback_url)
+            if callback_url
+            else self._submit
+        )
+        shared.task = loop.create_task(
+            shared.run(submit, self._get_record), name=f"veo4k-wait-{task_id}-{index}"
+        )
+        shared.task.add_done_callback(functools.partial(self._finished, shared))
+        self._waits[key] = shared
+        self._by_task.setdefault(task_id, []).append(shared)
+        if early is not None:
+            self._signal(shared, early)
+        return shared
+
+    @staticmethod
+    async def leave(shared: SharedWait, sub: Subscription) -> None:
+        """Remove a waiter; if it was the last, stop the loop and let it finish."""
+        shared.unsubscribe(sub)
+        task = shared.task
+        if not shared.subscribers and task is not None and not task.done():
+            await asyncio.wait([task])
+
+    async def close(self) -> None:
+        """Stop every loop; their waiters get :class:`ClientStateError`."""
+        self.closing = True
+        tasks = [w.task for w in self._waits.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._waits.clear()
+        self._by_task.clear()
+
+    def on_callback(self, event: CallbackEvent) -> None:
+        """Route a verified callback to the loops of its task."""
+        for shared in list(self._by_task.get(event.task_id, ())):
+            self._signal(shared, event)
+
+    def _signal(self, shared: SharedWait, event: CallbackEvent) -> None:
+        # Trusted results end the wait; the rest trigger a confirming poll (the body is not
+        # signed, only the task id and timestamp are). With several indices of one task
+        # waiting, a callback (which names no index) is always confirmed.
+        trusted = self._trust and len(self._by_task.get(event.task_id, ())) == 1
+        if trusted and event.ok:
+            ready = FourKStatus(
+                task_id=event.task_id,
+                index=shared.index,
+                ready=True,
+                result_urls=event.result_urls,
+                image_urls=event.image_urls,
+                msg=event.msg,
+                code=event.code,
+            )
+            shared.signal(ready=ready)
+        elif trusted and event.unavailable:
+            shared.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
+        else:
+            shared.signal()
+
+    def _finished(self, shared: SharedWait, task: asyncio.Task[FourKResult]) -> None:
+        key = (shared.task_id, shared.index)
+        if self._waits.get(key) is shared:
+            del self._waits[key]
+        siblings = self._by_task.get(shared.task_id)
+        if siblings is not None and shared in siblings:
+            siblings.remove(shared)
+            if not siblings:
+                del self._by_task[shared.task_id]
+        closed = self.closing and ClientStateError("the client was closed while this wait ran")
+        shared.finish(closed or None)
