@@ -288,6 +288,10 @@ class Veo4kClient:
         this client share one poll loop: one submission, one request stream (the first
         waiter's policy and callback URL drive it). ``on_update`` is called with a
         :class:`WaitEvent` on every state change and poll.
+
+        A transient failure (connection, 429, 455, 5xx) is retried per the client's
+        :class:`RetryPolicy`; one that outlasts it ends the wait with its error. Waiting again
+        is safe: a repeat request reports on the running job and never starts a second one.
         """
         task_id, index = check.task_id(task_id), check.index(index)
         callback_url = check.callback_url(callback_url)

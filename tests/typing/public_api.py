@@ -19,6 +19,15 @@ async def typed_usage(kie: FakeKie) -> None:
             error: veo4k.Veo4kError | None = outcome.error
         results = await client.wait_for_4k_many(["a"], return_exceptions=True)
         first: veo4k.FourKResult | veo4k.Veo4kError = results[0]
+        path = await client.download(result, "videos/", overwrite=False)
+        counts: veo4k.ProgressCounts = veo4k.BatchProgress(total=1).counts()
+    receiver = veo4k.CallbackReceiver("hmac-key", tolerance=300.0, max_body=1_048_576)
+    receiver.add_handler(lambda event: print(event.task_id, event.ok, event.result_urls))
+    event: veo4k.CallbackEvent = await receiver.handle(b"{}", {}, token=receiver.token)
+    server = veo4k.CallbackServer(receiver, port=0, public_url=None)
+    async with server, veo4k.Veo4kClient(callbacks=server, trust_callback_urls=False) as hybrid:
+        await hybrid.wait_for_4k("veo_task_1")
+    valid: bool = veo4k.verify_signature("veo_task_1", 1700000000, "c2ln", "hmac-key")
     one: veo4k.FourKResult = await veo4k.wait_for_4k("x", api_key="k")
     try:
         pass
@@ -26,4 +35,4 @@ async def typed_usage(kie: FakeKie) -> None:
         code: int = exc.code
         msg: str = exc.msg
         task: str | None = exc.task_id
-    del ready, url, record, maybe, error, first, one, code, msg, task
+    del ready, url, record, maybe, error, first, one, code, msg, task, path, counts, event, valid
