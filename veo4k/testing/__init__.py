@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 from .._config import PollPolicy, RetryPolicy
-from ._fake import CallbackShape, FakeKie, FakeTask, TaskOutcome, fake_video_bytes
+from ._fake import FakeKie
 from ._faults import Fault, FaultKind
+from ._model import CallbackShape, FakeTask, TaskOutcome, fake_video_bytes
 
 __all__ = [
     "FAST_POLICY",

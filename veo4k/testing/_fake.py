@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import enum
-import hashlib
 import itertools
 import json
 import random
@@ -15,11 +13,23 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
-import attrs
 from aiohttp import web
 
 from .._signature import sign
 from ._faults import Fault, FaultKind, answer_fault, random_fault
+from ._model import (
+    MSG_DONE,
+    MSG_NOT_SUCCESS,
+    MSG_PROCESSING,
+    MSG_UNAVAILABLE,
+    CallbackShape,
+    FakeTask,
+    Job,
+    Stats,
+    TaskOutcome,
+    callback_body,
+    fake_video_bytes,
+)
 
 __all__ = ["CallbackShape", "FakeKie", "FakeTask", "TaskOutcome"]
 
@@ -27,96 +37,6 @@ FOURK = "/api/v1/veo/get-4k-video"
 RECORD = "/api/v1/veo/record-info"
 DOWNLOAD_URL = "/api/v1/common/download-url"
 CREDIT = "/api/v1/chat/credit"
-
-MSG_PROCESSING = "4k is processing. It should be ready in 5-10 minutes. Please check back shortly."
-MSG_DONE = "The video has been generated successfully"
-MSG_UNAVAILABLE = "The 4K version of this video is unavailable. Please try a different video."
-MSG_NOT_SUCCESS = "record status is not success."
-
-
-class TaskOutcome(enum.StrEnum):
-    """How a fake source task behaves when its 4K is requested."""
-
-    OK = "ok"
-    UNAVAILABLE = "unavailable"
-    """The 4K job runs, then fails: 500 "4K version ... unavailable" and a failure callback."""
-    SOURCE_FAILED = "source_failed"
-    """The source generation failed: 422 "record status is not success.", successFlag 2."""
-    SOURCE_GENERATING = "source_generating"
-    """The source is still generating for ``source_ready_after`` seconds, then OK."""
-    EXPIRED = "expired"
-    """422 "Temporarily supports records within 14 days."."""
-    BLANK = "blank"
-    """422 "record result data is blank."."""
-    FETCH_FAILED = "fetch_failed"
-    """451 "Failed to fetch the image"."""
-
-
-class CallbackShape(enum.StrEnum):
-    """The documented callback payload shapes (see kie-api.md)."""
-
-    A = "A"
-    B = "B"
-    B_FLAT = "B_flat"
-    C = "C"
-    D = "D"
-    ROTATE = "rotate"
-
-
-@attrs.define(kw_only=True)
-class _Job:
-    started: float
-    callback_url: str | None
-    done: bool = False
-
-
-@attrs.define(kw_only=True)
-class FakeTask:
-    """A source task the fake knows, and what happened to its 4K requests."""
-
-    task_id: str
-    ready_after: float = 2.0
-    """Seconds from the first 4K submission to a ready 4K."""
-    outcome: TaskOutcome = TaskOutcome.OK
-    source_ready_after: float = 0.0
-    indices: int = 1
-    done_code: int = 422
-    """Code of a repeat answer that carries the URLs (422 as documented, or 200)."""
-    urls_as_string: bool = False
-    """Send URL lists as a JSON-encoded string, as one doc sample does."""
-    legacy_accept: bool = False
-    """Answer the first submission with ``data`` holding only ``taskId`` (older docs)."""
-    created_at: float = 0.0
-    jobs: dict[int, _Job] = attrs.field(factory=dict)
-    posts: collections.Counter[int] = attrs.field(factory=collections.Counter)
-    """get-4k-video requests per index."""
-    charges: collections.Counter[int] = attrs.field(factory=collections.Counter)
-    """Paid submissions per index: requests that started a 4K job."""
-
-
-@attrs.define
-class _Stats:
-    requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    times: collections.deque[float] = attrs.field(
-        factory=lambda: collections.deque(maxlen=1_000_000)
-    )
-    rate_limited: int = 0
-    rejected_times: collections.deque[float] = attrs.field(
-        factory=lambda: collections.deque(maxlen=1_000_000)
-    )
-    faults_fired: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    file_auth_violations: list[str] = attrs.field(factory=list)
-    range_requests: int = 0
-    callbacks_sent: int = 0
-    callbacks_failed: int = 0
-
-
-def fake_video_bytes(name: str, size: int) -> bytes:
-    """Deterministic bytes that start like an MP4 file."""
-    head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
-    seed = hashlib.sha256(name.encode()).digest()
-    body = (seed * (size // len(seed) + 1))[: max(0, size - len(head))]
-    return (head + body)[:size]
 
 
 class FakeKie:
@@ -166,7 +86,7 @@ class FakeKie:
         """Called with (task, index) whenever a paid 4K job starts: lets tests await it."""
         self.file_size = file_size
         self.tasks: dict[str, FakeTask] = {}
-        self.stats = _Stats()
+        self.stats = Stats()
         self.expired_files: set[str] = set()
         self.interrupt_files: dict[str, int] = {}
         self.range_support = True
@@ -415,7 +335,7 @@ class FakeKie:
             return refusal
         job = task.jobs.get(index)
         if job is None:
-            job = task.jobs[index] = _Job(started=now, callback_url=callback_url)
+            job = task.jobs[index] = Job(started=now, callback_url=callback_url)
             task.charges[index] += 1
             if self.on_submission is not None:
                 self.on_submission(task, index)
@@ -600,32 +520,10 @@ class FakeKie:
         self, task: FakeTask, index: int, shape: CallbackShape | None = None
     ) -> dict[str, Any]:
         """The body Kie would send to ``callBackUrl`` once the 4K job of ``task`` ends."""
-        tid = task.task_id
-        if task.outcome is TaskOutcome.UNAVAILABLE:
-            return {"code": 500, "msg": MSG_UNAVAILABLE, "data": {"taskId": tid}}
         shape = shape or self.callback_shape
         if shape is CallbackShape.ROTATE:
             shape = next(self._shapes)
-        video = [self.result_url(tid, index)]
-        image = [video[0].removesuffix(".mp4") + ".jpg"]
-        data: dict[str, Any]
-        if shape is CallbackShape.A:
-            data = {"taskId": tid, "info": {"resultUrls": video, "imageUrls": image}}
-        elif shape is CallbackShape.B:
-            data = {"taskId": tid, "fallbackFlag": False, "info": {"resultUrls": video}}
-        elif shape is CallbackShape.B_FLAT:
-            data = {
-                "taskId": tid,
-                "resultUrls": json.dumps(video),
-                "mediaIds": ["m1"],
-                "imageUrls": image,
-            }
-        elif shape is CallbackShape.C:
-            info = {"imageUrls": image, "resultUrls": video}
-            data = {"creditsConsumed": 120, "info": info, "taskId": tid}
-        else:
-            data = {"task_id": tid, "result_urls": video, "media_ids": ["m1"], "image_urls": image}
-        return {"code": 200, "msg": "4K Video generated successfully.", "data": data}
+        return callback_body(task, shape, self.result_url(task.task_id, index))
 
     def callback_headers(self, task_id: str, timestamp: int | None = None) -> dict[str, str]:
         """Signed headers for a delivery about ``task_id`` (none without ``hmac_key``)."""
