@@ -28,7 +28,7 @@ from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
 from ._poll import Listener, SharedWait, Subscription
 from ._transport import Api, Counter, RetryHook
-from ._waits import WaitRegistry
+from ._waits import WaitRegistry, settle
 from ._wire import error_for, fourk_status, make_converter, parse_record
 
 __all__ = ["Veo4kClient", "wait_for_4k"]
@@ -441,10 +441,7 @@ class Veo4kClient:
         finally:
             for shared, sub in joined:
                 shared.unsubscribe(sub)
-            stopping = [s.task for s, _ in joined if s.task is not None and not s.task.done()]
-            stopping = [t for t in stopping if t.cancelling()]
-            if stopping:
-                await asyncio.wait(stopping)
+            await settle(shared for shared, _ in joined)
 
     async def wait_for_4k_many(
         self,

@@ -3,14 +3,18 @@
 One :class:`SharedWait` runs per (task id, index) and client; every concurrent waiter on the
 same pair subscribes to it, so a second ``wait_for_4k`` never sends a second submission. Each
 :class:`Subscription` has its own deadline; the loop keeps one timer for the earliest, ends the
-subscriptions whose deadline passed, and stops when none is left. A waiter thus costs a small
-object and a future (or a plain callback in a batch), not a task and timers of its own: that is
-what lets 10,000 waits share an event loop.
+subscriptions whose deadline passed, and stops when none is left.
+
+The loop holds no task while it sleeps: each request is a short *step* task, and between steps
+the wait is this object and one timer handle. A waiter costs a small object and a future (or a
+plain callback in a batch). Few live objects per wait is what keeps 10,000 waits cheap, in
+memory and in garbage-collection pauses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import random
@@ -58,7 +62,9 @@ class Subscription:
         if isinstance(target, asyncio.Future):
             if target.done():
                 return
-            if error is not None:
+            if isinstance(error, asyncio.CancelledError):
+                target.cancel()
+            elif error is not None:
                 target.set_exception(error)
             else:
                 target.set_result(result)  # type: ignore[arg-type]
@@ -70,7 +76,7 @@ CONFIRM_BACKOFF = (2.0, 4.0, 8.0, 16.0, 32.0)
 """After a callback, a confirming poll that still says "processing" is retried this soon (s)
 before the wait falls back to its policy: the status endpoint may lag the callback."""
 
-Submit = Callable[[str, int, Counter, RetryHook], Awaitable[FourKStatus]]
+Submit = Callable[..., Awaitable[FourKStatus]]
 GetRecord = Callable[[str, Counter, RetryHook], Awaitable[TaskRecord]]
 
 
@@ -79,17 +85,28 @@ class SharedWait:
 
     __slots__ = (
         "_alarm",
+        "_confirming",
+        "_context",
+        "_delays",
+        "_first",
+        "_get_record",
+        "_on_end",
         "_pending",
         "_phase",
         "_rng",
-        "_wakeup",
+        "_stop_error",
+        "_stopping",
+        "_submit",
+        "_timer",
+        "_via_callback",
         "counter",
+        "done",
         "index",
         "last_state",
         "policy",
         "started",
+        "step",
         "subscribers",
-        "task",
         "task_id",
     )
 
@@ -101,6 +118,9 @@ class SharedWait:
         rng: random.Random,
         *,
         now: float,
+        submit: Submit,
+        get_record: GetRecord,
+        on_end: Callable[[SharedWait], None],
         phase: float | None = None,
     ) -> None:
         self.task_id = task_id
@@ -110,12 +130,26 @@ class SharedWait:
         self.started = now
         self.subscribers: list[Subscription] = []
         self.last_state = ""
-        self.task: asyncio.Task[FourKResult] | None = None
+        self.done = False
+        self.step: asyncio.Task[None] | None = None
+        """The request in flight, if any (named ``veo4k-wait-<task>-<index>``)."""
         self._rng = rng
         self._phase = phase
-        self._wakeup: asyncio.Future[_Signal | None] | None = None
+        self._submit = submit
+        self._get_record = get_record
+        self._on_end = on_end
+        self._delays: Iterator[float] | None = None
+        self._confirming: Iterator[float] | None = None
+        self._first = True
+        self._via_callback = False
         self._pending: _Signal | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._alarm: asyncio.TimerHandle | None = None
+        self._stop_error: BaseException | None = None
+        self._stopping = False
+        # The starting waiter's context, shared by every timer and step of this loop (one copy,
+        # not one per handle), so on_update listeners see the caller's context variables.
+        self._context = contextvars.copy_context()
 
     def elapsed(self) -> float:
         """Seconds since this loop started."""
@@ -136,15 +170,16 @@ class SharedWait:
         except ValueError:
             return
         if not self.subscribers:
-            self._stop()
+            self.stop()
 
     def _set_alarm(self) -> None:
         if self._alarm is not None:
             self._alarm.cancel()
             self._alarm = None
-        if self.subscribers:
+        if self.subscribers and not self.done:
             when = min(s.deadline for s in self.subscribers)
-            self._alarm = asyncio.get_running_loop().call_at(when, self._on_alarm)
+            loop = asyncio.get_running_loop()
+            self._alarm = loop.call_at(when, self._on_alarm, context=self._context)
 
     def _on_alarm(self) -> None:
         self._alarm = None
@@ -156,33 +191,17 @@ class SharedWait:
         if self.subscribers:
             self._set_alarm()
         else:
-            self._stop()
+            self.stop()
 
-    def _stop(self) -> None:
-        if self._alarm is not None:
-            self._alarm.cancel()
-            self._alarm = None
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-
-    def finish(self, closed_error: BaseException | None) -> None:
-        """The loop's task ended: hand its outcome to every subscriber left."""
-        task = self.task
-        assert task is not None
-        assert task.done()
-        if self._alarm is not None:
-            self._alarm.cancel()
-            self._alarm = None
-        subscribers, self.subscribers = self.subscribers, []
-        if task.cancelled():
-            error: BaseException = closed_error or asyncio.CancelledError()
-            for sub in subscribers:
-                sub.resolve(self, None, error)
+    def stop(self, error: BaseException | None = None) -> None:
+        """End the loop now; subscribers left get ``error`` (default: cancelled)."""
+        if self.done:
             return
-        exc = task.exception()
-        result = None if exc is not None else task.result()
-        for sub in subscribers:
-            sub.resolve(self, result, exc)
+        self._stop_error, self._stopping = error, True
+        if self.step is not None:
+            self.step.cancel()  # _step_done finishes the wait
+        else:
+            self._finish(None, error or asyncio.CancelledError())
 
     def timeout_error(self, timeout: float) -> WaitTimeoutError:
         """The error for a deadline that passed, with what the loop had done by then."""
@@ -190,7 +209,20 @@ class SharedWait:
             self.task_id, self.index, timeout, self.counter.requests, self.last_state
         )
 
-    # -- the loop --------------------------------------------------------------------------
+    def _finish(self, result: FourKResult | None, error: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        for handle in (self._alarm, self._timer):
+            if handle is not None:
+                handle.cancel()
+        self._alarm = self._timer = None
+        subscribers, self.subscribers = self.subscribers, []
+        for sub in subscribers:
+            sub.resolve(self, result, error)
+        self._on_end(self)
+
+    # -- events and callbacks --------------------------------------------------------------
 
     async def emit(
         self,
@@ -230,80 +262,93 @@ class SharedWait:
     def signal(self, *, ready: FourKStatus | None = None, error: Veo4kError | None = None) -> None:
         """A callback arrived: end the wait with ``ready`` or ``error``, or else poll now.
 
-        If the loop is not sleeping (a request is in flight, or it has not started), the
-        signal waits for its next turn: nothing a callback says is lost.
+        A sleeping loop wakes at once; a request in flight sees the signal when it ends:
+        nothing a callback says is lost.
         """
-        signal: _Signal = (
-            ("ready", ready) if ready else ("error", error) if error else ("poll", None)
+        if self.done:
+            return
+        self._pending = ("ready", ready) if ready else ("error", error) if error else ("poll", None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._next_step()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Send the first request now."""
+        self._next_step()
+
+    def _next_step(self) -> None:
+        self._timer = None
+        if self.done:
+            return
+        self.step = asyncio.get_running_loop().create_task(
+            self._step(), name=f"veo4k-wait-{self.task_id}-{self.index}", context=self._context
         )
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(signal)
-        else:
-            self._pending = signal
+        self.step.add_done_callback(self._step_done, context=self._context)
 
-    async def _sleep(self, delay: float) -> _Signal | None:
-        if self._pending is not None:
-            signal, self._pending = self._pending, None
-            return signal
-        loop = asyncio.get_running_loop()
-        wakeup: asyncio.Future[_Signal | None] = loop.create_future()
-        self._wakeup = wakeup
-        handle = loop.call_later(delay, _resolve_none, wakeup)
-        try:
-            return await wakeup
-        finally:
-            handle.cancel()
-            self._wakeup = None
-
-    async def run(self, submit: Submit, get_record: GetRecord) -> FourKResult:
-        """Submit, poll and return the result; raise the typed error that ends the wait."""
-        try:
-            return await self._run(submit, get_record)
-        except Veo4kError as exc:
-            await self.emit(WaitState.FAILED, msg=str(exc), error=exc)
-            raise
+    def _step_done(self, step: asyncio.Task[None]) -> None:
+        self.step = None
+        if step.cancelled() or self._stopping:  # a step may end before its cancel lands
+            self._finish(None, self._stop_error or asyncio.CancelledError())
+            return
+        error = step.exception()
+        if error is not None:  # a bug, not a Kie answer: hand it to the waiters as it is
+            self._finish(None, error)
 
     async def _on_retry(self, exc: Veo4kError, attempt: int, delay: float) -> None:
         await self.emit(WaitState.RETRYING, next_delay=delay, msg=str(exc), error=exc)
 
-    async def _run(self, submit: Submit, get_record: GetRecord) -> FourKResult:
-        delays = self.policy.delays(self._rng, self._phase)
-        first, via_callback = True, False
-        confirming: Iterator[float] = iter(())  # short waits while a callback's news lags
-        signal, self._pending = self._pending, None
-        while True:
-            if signal is not None:
-                kind, payload = signal
-                if kind == "ready":
-                    assert isinstance(payload, FourKStatus)
-                    return await self._done(payload, via_callback=True)
-                if kind == "error":
-                    assert isinstance(payload, Veo4kError)
-                    raise payload
-                via_callback = True  # "poll": a callback asked to confirm now
-                confirming = iter(CONFIRM_BACKOFF)
-            state = WaitState.SUBMITTED if first else WaitState.PROCESSING
-            try:
-                status = await submit(self.task_id, self.index, self.counter, self._on_retry)
-            except SourceNotReadyError as exc:
-                record = await get_record(self.task_id, self.counter, self._on_retry)
-                if record.failed:
-                    raise SourceTaskFailedError(
-                        self.task_id, record.success_flag, record.error_code, record.error_message
-                    ) from exc
-                state, msg = WaitState.SOURCE_PENDING, exc.msg
-            else:
-                if status.ready:
-                    return await self._done(status, via_callback=via_callback)
-                msg = status.msg
-                first = False
-            delay = next(confirming, None) or next(delays)
-            await self.emit(state, next_delay=delay, msg=msg)
-            signal = await self._sleep(delay)
+    async def _step(self) -> None:
+        try:
+            await self._attempt()
+        except Veo4kError as exc:
+            await self.emit(WaitState.FAILED, msg=str(exc), error=exc)
+            self._finish(None, exc)
 
-    async def _done(self, status: FourKStatus, *, via_callback: bool) -> FourKResult:
+    async def _attempt(self) -> None:
+        """One request (with its retries); then finish, or set the timer for the next one."""
+        signal, self._pending = self._pending, None
+        if signal is not None:
+            kind, payload = signal
+            if kind == "ready":
+                assert isinstance(payload, FourKStatus)
+                await self._complete(payload, via_callback=True)
+                return
+            if kind == "error":
+                assert isinstance(payload, Veo4kError)
+                raise payload
+            self._via_callback = True  # "poll": a callback asked to confirm now
+            self._confirming = iter(CONFIRM_BACKOFF)
+        state = WaitState.SUBMITTED if self._first else WaitState.PROCESSING
+        try:
+            status = await self._submit(self.task_id, self.index, self.counter, self._on_retry)
+        except SourceNotReadyError as exc:
+            record = await self._get_record(self.task_id, self.counter, self._on_retry)
+            if record.failed:
+                raise SourceTaskFailedError(
+                    self.task_id, record.success_flag, record.error_code, record.error_message
+                ) from exc
+            state, msg = WaitState.SOURCE_PENDING, exc.msg
+        else:
+            if status.ready:
+                await self._complete(status, via_callback=self._via_callback)
+                return
+            msg = status.msg
+            self._first = False
+        if self._delays is None:
+            self._delays = self.policy.delays(self._rng, self._phase)
+        delay = (next(self._confirming, None) if self._confirming else None) or next(self._delays)
+        await self.emit(state, next_delay=delay, msg=msg)
+        if self._pending is not None:
+            delay = 0.0  # a callback came during the request: act on it now
+        if not self.done and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(delay, self._next_step, context=self._context)
+
+    async def _complete(self, status: FourKStatus, *, via_callback: bool) -> None:
         await self.emit(WaitState.READY, msg=status.msg)
-        return FourKResult(
+        result = FourKResult(
             task_id=self.task_id,
             index=self.index,
             result_urls=status.result_urls,
@@ -312,11 +357,7 @@ class SharedWait:
             elapsed=self.elapsed(),
             via_callback=via_callback,
         )
+        self._finish(result, None)
 
 
 _Signal = tuple[str, FourKStatus | Veo4kError | None]
-
-
-def _resolve_none(fut: asyncio.Future[_Signal | None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

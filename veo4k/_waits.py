@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from ._callbacks import CallbackEvent
 from ._config import PollPolicy
 from ._errors import ClientStateError, FourKUnavailableError
-from ._models import FourKResult, FourKStatus, TaskRecord
+from ._models import FourKStatus, TaskRecord
 from ._poll import SharedWait, Subscription
 from ._transport import Counter, RetryHook
 
-__all__ = ["WaitRegistry"]
+__all__ = ["WaitRegistry", "settle"]
 
 _GOLDEN = 0.6180339887498949  # additive recurrence step: the most even spread of first polls
 
@@ -70,38 +70,35 @@ class WaitRegistry:
             return shared
         loop = asyncio.get_running_loop()
         self._phase = (self._phase + _GOLDEN) % 1.0
-        shared = SharedWait(task_id, index, policy, self._rng, now=loop.time(), phase=self._phase)
         submit = (
             functools.partial(self._submit, callback_url=callback_url)
             if callback_url
             else self._submit
         )
-        shared.task = loop.create_task(
-            shared.run(submit, self._get_record), name=f"veo4k-wait-{task_id}-{index}"
-        )
-        shared.task.add_done_callback(functools.partial(self._finished, shared))
+        shared = SharedWait(
+            task_id, index, policy, self._rng, now=loop.time(), phase=self._phase,
+            submit=submit, get_record=self._get_record, on_end=self._finished,
+        )  # fmt: skip
         self._waits[key] = shared
         self._by_task.setdefault(task_id, []).append(shared)
         if early is not None:
             self._signal(shared, early)
+        shared.start()
         return shared
 
     @staticmethod
     async def leave(shared: SharedWait, sub: Subscription) -> None:
-        """Remove a waiter; if it was the last, stop the loop and let it finish."""
+        """Remove a waiter; if it was the last, stop the loop and let its request end."""
         shared.unsubscribe(sub)
-        task = shared.task
-        if not shared.subscribers and task is not None and not task.done():
-            await asyncio.wait([task])
+        await settle([shared])
 
     async def close(self) -> None:
         """Stop every loop; their waiters get :class:`ClientStateError`."""
         self.closing = True
-        tasks = [w.task for w in self._waits.values() if w.task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        waits = list(self._waits.values())
+        for shared in waits:
+            shared.stop(ClientStateError("the client was closed while this wait ran"))
+        await settle(waits)
         self._waits.clear()
         self._by_task.clear()
 
@@ -131,7 +128,7 @@ class WaitRegistry:
         else:
             shared.signal()
 
-    def _finished(self, shared: SharedWait, task: asyncio.Task[FourKResult]) -> None:
+    def _finished(self, shared: SharedWait) -> None:
         key = (shared.task_id, shared.index)
         if self._waits.get(key) is shared:
             del self._waits[key]
@@ -140,5 +137,10 @@ class WaitRegistry:
             siblings.remove(shared)
             if not siblings:
                 del self._by_task[shared.task_id]
-        closed = self.closing and ClientStateError("the client was closed while this wait ran")
-        shared.finish(closed or None)
+
+
+async def settle(waits: Iterable[SharedWait]) -> None:
+    """Wait until the requests of stopped loops have ended (so no task outlives its wait)."""
+    steps = [w.step for w in waits if w.done and w.step is not None]
+    if steps:
+        await asyncio.wait(steps)
