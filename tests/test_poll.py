@@ -377,3 +377,22 @@ async def test_batch_first_polls_are_spread_evenly(kie: FakeKie, client: veo4k.V
     assert len(phases) == 200
     assert max(gaps) < 2 / 200
     await client.aclose()
+
+
+async def test_new_wait_right_after_the_last_one_left(
+    kie: FakeKie, client: veo4k.Veo4kClient
+) -> None:
+    """A wait started in the same tick as the previous last waiter's cancellation gets a loop of
+    its own, not the stopping one's cancellation."""
+    kie.add_task("t", ready_after=0.2)
+    in_flight = asyncio.Event()
+    kie.on_submission = lambda task, index: in_flight.set()  # the server has the request
+    first = asyncio.create_task(client.wait_for_4k("t"))
+    await in_flight.wait()
+    first.cancel()
+    second = asyncio.create_task(client.wait_for_4k("t"))
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert (await second).video_url
+    assert kie.submissions("t") == 1
+    assert veo4k_tasks() == []

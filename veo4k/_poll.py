@@ -193,6 +193,11 @@ class SharedWait:
         else:
             self.stop()
 
+    @property
+    def stopping(self) -> bool:
+        """Stopped or stopping: no new waiter may join this loop."""
+        return self.done or self._stopping
+
     def stop(self, error: BaseException | None = None) -> None:
         """End the loop now; subscribers left get ``error`` (default: cancelled)."""
         if self.done:

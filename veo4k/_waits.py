@@ -66,8 +66,10 @@ class WaitRegistry:
         """
         key = (task_id, index)
         shared = self._waits.get(key)
-        if shared is not None:
+        if shared is not None and not shared.stopping:
             return shared
+        if shared is not None:  # its last waiter just left: it is being stopped, start afresh
+            self._forget(shared)
         loop = asyncio.get_running_loop()
         self._phase = (self._phase + _GOLDEN) % 1.0
         submit = (
@@ -129,6 +131,9 @@ class WaitRegistry:
             shared.signal()
 
     def _finished(self, shared: SharedWait) -> None:
+        self._forget(shared)
+
+    def _forget(self, shared: SharedWait) -> None:
         key = (shared.task_id, shared.index)
         if self._waits.get(key) is shared:
             del self._waits[key]
@@ -141,6 +146,6 @@ class WaitRegistry:
 
 async def settle(waits: Iterable[SharedWait]) -> None:
     """Wait until the requests of stopped loops have ended (so no task outlives its wait)."""
-    steps = [w.step for w in waits if w.done and w.step is not None]
+    steps = [w.step for w in waits if w.stopping and w.step is not None]
     if steps:
         await asyncio.wait(steps)
