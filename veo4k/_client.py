@@ -133,6 +133,7 @@ class Veo4kClient:
             get_record=self._get_record,
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
+            max_steps=max_connections,
         )
 
     def __repr__(self) -> str:

@@ -90,6 +90,7 @@ class SharedWait:
         "_delays",
         "_first",
         "_get_record",
+        "_launch",
         "_on_end",
         "_pending",
         "_phase",
@@ -121,6 +122,7 @@ class SharedWait:
         submit: Submit,
         get_record: GetRecord,
         on_end: Callable[[SharedWait], None],
+        launch: Callable[[SharedWait], None] | None = None,
         phase: float | None = None,
     ) -> None:
         self.task_id = task_id
@@ -138,6 +140,8 @@ class SharedWait:
         self._submit = submit
         self._get_record = get_record
         self._on_end = on_end
+        # Called when a request is due; it calls begin_step() now or when a slot frees up.
+        self._launch = launch or SharedWait.begin_step
         self._delays: Iterator[float] | None = None
         self._confirming: Iterator[float] | None = None
         self._first = True
@@ -285,7 +289,12 @@ class SharedWait:
 
     def _next_step(self) -> None:
         self._timer = None
-        if self.done:
+        if not self.stopping:
+            self._launch(self)
+
+    def begin_step(self) -> None:
+        """Send the next request now (called by the scheduler when a slot is free)."""
+        if self.stopping or self.step is not None:
             return
         self.step = asyncio.get_running_loop().create_task(
             self._step(), name=f"veo4k-wait-{self.task_id}-{self.index}", context=self._context

@@ -9,6 +9,7 @@ as the phase of its first-delay jitter, so a batch started together polls evenly
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -38,6 +39,7 @@ class WaitRegistry:
         get_record: GetRecord,
         rng: random.Random,
         trust_callback_urls: bool,
+        max_steps: int = 100,
     ) -> None:
         self._submit = submit
         self._get_record = get_record
@@ -47,6 +49,11 @@ class WaitRegistry:
         self._by_task: dict[str, list[SharedWait]] = {}
         self._phase = rng.random()  # where this client's low-discrepancy sequence starts
         self.closing = False
+        # Requests in flight are bounded; loops whose request is due wait here, in order, as
+        # nothing but a deque slot (a queued task would keep ~8 live objects per loop).
+        self._max_steps = max_steps
+        self._ready: collections.deque[SharedWait] = collections.deque()
+        self._running: set[SharedWait] = set()
 
     def __len__(self) -> int:
         return len(self._waits)
@@ -80,6 +87,7 @@ class WaitRegistry:
         shared = SharedWait(
             task_id, index, policy, self._rng, now=loop.time(), phase=self._phase,
             submit=submit, get_record=self._get_record, on_end=self._finished,
+            launch=self._launch,
         )  # fmt: skip
         self._waits[key] = shared
         self._by_task.setdefault(task_id, []).append(shared)
@@ -103,6 +111,7 @@ class WaitRegistry:
         await settle(waits)
         self._waits.clear()
         self._by_task.clear()
+        self._ready.clear()
 
     def on_callback(self, event: CallbackEvent) -> None:
         """Route a verified callback to the loops of its task."""
@@ -129,6 +138,25 @@ class WaitRegistry:
             shared.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
         else:
             shared.signal()
+
+    def _launch(self, shared: SharedWait) -> None:
+        if len(self._running) < self._max_steps:
+            self._begin(shared)
+        else:
+            self._ready.append(shared)
+
+    def _begin(self, shared: SharedWait) -> None:
+        shared.begin_step()
+        if shared.step is not None:
+            self._running.add(shared)
+            shared.step.add_done_callback(functools.partial(self._step_ended, shared))
+
+    def _step_ended(self, shared: SharedWait, _: object) -> None:
+        self._running.discard(shared)
+        while self._ready and len(self._running) < self._max_steps:
+            nxt = self._ready.popleft()
+            if not nxt.stopping:
+                self._begin(nxt)
 
     def _finished(self, shared: SharedWait) -> None:
         self._forget(shared)
