@@ -399,7 +399,7 @@ class Veo4kClient:
 
         One task's failure never stops the others. Leaving the loop early cancels the waits
         still running (wrap the iterator in ``contextlib.aclosing`` to do that at once).
-        Waits are as cheap as the loop they share: 10,000 pending outcomes cost about 4 KiB
+        Waits are as cheap as the loop they share: 10,000 pending outcomes cost about 3 KiB
         each (``benchmarks/scale.py``).
         """
         pairs = check.task_pairs(tasks)
