@@ -55,7 +55,11 @@ class Veo4kClient:
     """An asyncio client for Kie's Veo 3.1 "Get 4K Video" API.
 
     Use it as an async context manager (or call :meth:`aclose`). One client serves any number of
-    concurrent waits; all of its requests share one pacer, so they stay under ``rate_limit``.
+    concurrent waits; all of its requests share one pacer, so they stay under ``rate_limit``,
+    and at most ``max_connections`` are in flight. ``request_timeout`` bounds one HTTP exchange;
+    it is enforced by a sweep every ``min(1 s, request_timeout / 4)``, so a request may run that
+    much longer (a timer per request would leave tens of thousands of handles in the event loop
+    under load).
     """
 
     def __init__(
@@ -186,6 +190,7 @@ class Veo4kClient:
         if self._callbacks is not None:
             self._callbacks.receiver.remove_handler(self._waits.on_callback)
         self._pacer.close()
+        self._api.close()
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -99,8 +100,13 @@ class Api:
         self._session = session
         self._base_url = base_url
         self._key = _Key(api_key)
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        # request_timeout is enforced by one periodic sweep over the requests in flight rather
+        # than by aiohttp's per-request timer: each of those leaves a cancelled handle in the
+        # event loop for request_timeout seconds, tens of thousands under load (GC pauses).
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None)
         self._request_timeout = request_timeout
+        self._inflight: dict[asyncio.Timeout, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._retry = retry
         self._pacer = pacer
         self._rng = rng
@@ -160,6 +166,38 @@ class Api:
             else:
                 return env
 
+    @contextlib.asynccontextmanager
+    async def _deadline(self, started: float) -> AsyncIterator[None]:
+        """``request_timeout`` for one request, kept by the sweep (no timer of its own)."""
+        async with asyncio.timeout(None) as timer:
+            self._inflight[timer] = started + self._request_timeout
+            if self._sweeper is None:
+                self._arm_sweeper()
+            try:
+                yield
+            finally:
+                self._inflight.pop(timer, None)
+
+    def _arm_sweeper(self) -> None:
+        interval = min(1.0, self._request_timeout / 4)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for timer, deadline in list(self._inflight.items()):
+            if deadline <= now:
+                del self._inflight[timer]
+                timer.reschedule(now)  # fires at once: the request raises TimeoutError
+        if self._inflight:
+            self._arm_sweeper()
+
+    def close(self) -> None:
+        """Drop the sweep timer."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
     def _delay(self, exc: Veo4kError, cap: float) -> float:
         delay = self._rng.uniform(0.0, cap)
         if isinstance(exc, RateLimitError) and exc.retry_after is not None:
@@ -181,15 +219,18 @@ class Api:
         started = loop.time()
         headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
         try:
-            async with self._session().request(
-                method,
-                self._base_url + path,
-                json=json,
-                params=params,
-                headers=headers,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as resp:
+            async with (
+                self._deadline(started),
+                self._session().request(
+                    method,
+                    self._base_url + path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                ) as resp,
+            ):
                 status = resp.status
                 if 300 <= status < 400:
                     raise TransportError(
