@@ -25,7 +25,7 @@ from ._errors import SourceNotReadyError, SourceTaskFailedError, Veo4kError, Wai
 from ._models import FourKResult, FourKStatus, TaskRecord, WaitEvent, WaitState
 from ._transport import Counter, RetryHook
 
-__all__ = ["Listener", "OnEnd", "SharedWait", "Subscription"]
+__all__ = ["GetRecord", "Listener", "OnEnd", "SharedWait", "Submit", "Subscription"]
 
 log = logging.getLogger("veo4k")
 

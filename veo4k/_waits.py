@@ -12,21 +12,17 @@ import asyncio
 import collections
 import functools
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from ._callbacks import CallbackEvent
 from ._config import PollPolicy
 from ._errors import ClientStateError, FourKUnavailableError
-from ._models import FourKStatus, TaskRecord
-from ._poll import SharedWait, Subscription
-from ._transport import Counter, RetryHook
+from ._models import FourKStatus
+from ._poll import GetRecord, SharedWait, Submit, Subscription
 
 __all__ = ["WaitRegistry", "settle"]
 
 _GOLDEN = 0.6180339887498949  # additive recurrence step: the most even spread of first polls
-
-Submit = Callable[..., Awaitable[FourKStatus]]
-GetRecord = Callable[[str, Counter, RetryHook], Awaitable[TaskRecord]]
 
 
 class WaitRegistry:
