@@ -212,9 +212,6 @@ class FakeKie:
         status = code if self.mirror_status and code != 200 else 200
         return web.json_response({"code": code, "msg": msg, "data": data}, status=status)
 
-    def _authorized(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
-
     def _over_limit(self, now: float) -> bool:
         if self.rate_limit is None:
             return False
@@ -240,15 +237,15 @@ class FakeKie:
             return fault
         return None
 
-    async def _gate(self, request: web.Request, path: str, task_id: str | None) -> Any:
-        """Common checks; return a response to send at once, or (fault, None) to proceed."""
+    def _count(self, path: str) -> float:
         now = self._now()
         self.stats.requests[path] += 1
         self.stats.times.append(now)
-        fault = self._take_fault(path, task_id)
-        if fault is not None and fault.acts_first:
-            return await answer_fault(fault, request)
-        if not self._authorized(request):
+        return now
+
+    def _refusal_of(self, authorization: str | None, now: float) -> web.Response | None:
+        """401 for a bad key, 429 over the rate limit, else None: the same for every path."""
+        if authorization != f"Bearer {self.api_key}":
             return self._envelope(401, "You do not have access permissions")
         if self._over_limit(now):
             headers = {}
@@ -256,7 +253,16 @@ class FakeKie:
                 headers["Retry-After"] = f"{self.rate_limit_retry_after:g}"
             body = {"code": 429, "msg": "Too many requests, please slow down.", "data": None}
             return web.json_response(body, status=429, headers=headers)
-        return (fault,)
+        return None
+
+    async def _gate(self, request: web.Request, path: str, task_id: str | None) -> Any:
+        """Common checks; return a response to send at once, or (fault, None) to proceed."""
+        now = self._count(path)
+        fault = self._take_fault(path, task_id)
+        if fault is not None and fault.acts_first:
+            return await answer_fault(fault, request)
+        refusal = self._refusal_of(request.headers.get("Authorization"), now)
+        return refusal if refusal is not None else (fault,)
 
     async def _finish(
         self, request: web.Request, fault: Fault | None, answer: web.Response
@@ -287,14 +293,10 @@ class FakeKie:
         The same documented behaviour as over the wire (auth, rate limit, task states), minus
         injected faults; for simulations in virtual time (``benchmarks/polling.py``).
         """
-        now = self._now()
-        self.stats.requests[path] += 1
-        self.stats.times.append(now)
-        if authorization != f"Bearer {self.api_key}":
-            resp = self._envelope(401, "You do not have access permissions")
-        elif self._over_limit(now):
-            body = {"code": 429, "msg": "Too many requests, please slow down.", "data": None}
-            resp = web.json_response(body, status=429)
+        now = self._count(path)
+        refusal = self._refusal_of(authorization, now)
+        if refusal is not None:
+            resp = refusal
         elif (method, path) == ("POST", FOURK):
             resp = self._fourk_answer(json_body)
         elif (method, path) == ("GET", RECORD):
