@@ -146,9 +146,6 @@ class _Memory:
         self._items.move_to_end(key)
         self._expire(now)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class CallbackReceiver:
     """Verifies and routes Kie's 4K callbacks; one per webhook endpoint.

@@ -122,7 +122,7 @@ class SharedWait:
         submit: Submit,
         get_record: GetRecord,
         on_end: Callable[[SharedWait], None],
-        launch: Callable[[SharedWait], None] | None = None,
+        launch: Callable[[SharedWait], None],
         phase: float | None = None,
     ) -> None:
         self.task_id = task_id
@@ -141,7 +141,7 @@ class SharedWait:
         self._get_record = get_record
         self._on_end = on_end
         # Called when a request is due; it calls begin_step() now or when a slot frees up.
-        self._launch = launch or SharedWait.begin_step
+        self._launch = launch
         self._delays: Iterator[float] | None = None
         self._confirming: Iterator[float] | None = None
         self._first = True

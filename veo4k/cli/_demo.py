@@ -63,7 +63,7 @@ async def run_demo(count: int, seed: int, out_dir: pathlib.Path, out: TextIO) ->
             rate_limit=RateLimit(max_requests=50, period=1.0),
             rng=random.Random(seed),
         )
-        sink = RichProgress(count, console) if console.is_terminal else PlainLines(count, out)
+        sink = RichProgress(count, console) if console.is_terminal else PlainLines(out)
         with Journal(out_dir / "veo4k-journal.sqlite") as journal:
             async with client:
                 with sink:

@@ -22,10 +22,9 @@ __all__ = ["JsonLines", "PlainLines", "RichProgress", "summary_table"]
 class PlainLines:
     """One line per state change and per finished task: for logs and pipes."""
 
-    def __init__(self, total: int, out: TextIO) -> None:
+    def __init__(self, out: TextIO) -> None:
         self._out = out
         self._last: dict[tuple[str, int], WaitState] = {}
-        self.tally = BatchProgress(total)
 
     def __enter__(self) -> Self:
         return self
@@ -34,7 +33,6 @@ class PlainLines:
         return None
 
     def event(self, event: WaitEvent) -> None:
-        self.tally(event)
         key = (event.task_id, event.index)
         if self._last.get(key) is event.state or event.state in (WaitState.READY,):
             return
@@ -52,7 +50,7 @@ class JsonLines(PlainLines):
     """One JSON object per finished task on ``out``; nothing else there."""
 
     def event(self, event: WaitEvent) -> None:
-        self.tally(event)
+        return None  # progress is not printed: stdout holds only the JSON lines
 
     def report(self, report: TaskReport) -> None:
         record = {

@@ -221,11 +221,11 @@ async def _run(
     total = len(dict.fromkeys(pairs))
     sink: JsonLines | PlainLines | RichProgress
     if as_json:
-        sink = JsonLines(total, out)
+        sink = JsonLines(out)
     elif console.is_terminal:
         sink = RichProgress(total, console)
     else:
-        sink = PlainLines(total, out)
+        sink = PlainLines(out)
     if server is not None:
         await server.start()
     try:
