@@ -16,14 +16,14 @@ def test_default_poll_policy_respects_kie_30s_advice() -> None:
     policy = veo4k.PollPolicy()
     delays = policy.delays(random.Random(1))
     first = next(delays)
-    assert policy.first_delay <= first <= policy.first_delay + policy.first_delay_jitter
+    assert policy.first_delay <= first <= policy.first_delay * (1 + policy.first_delay_jitter)
     rest = [next(delays) for _ in range(200)]
     assert min(rest) >= 30.0
     assert policy.timeout >= 1800
 
 
 def test_poll_schedule_formula() -> None:
-    """Intervals grow as wait_initial * base**n, capped at wait_max, plus U(0, wait_jitter)."""
+    """Intervals grow as wait_initial * base**n, capped at wait_max, times 1 + U(0, jitter)."""
     policy = veo4k.PollPolicy(
         first_delay=5, first_delay_jitter=0, wait_initial=1, wait_max=8, wait_jitter=0, timeout=60
     )
@@ -32,15 +32,54 @@ def test_poll_schedule_formula() -> None:
 
 
 def test_poll_jitter_bounds() -> None:
-    """Jitter only ever adds, and never more than wait_jitter."""
+    """Jitter only ever adds, and never more than the wait_jitter fraction of the delay."""
     policy = veo4k.PollPolicy(
-        first_delay=0, first_delay_jitter=0, wait_initial=2, wait_max=2, wait_jitter=0.5, timeout=9
+        first_delay=0, first_delay_jitter=0, wait_initial=2, wait_max=2, wait_jitter=0.25, timeout=9
     )
     delays = policy.delays(random.Random(3))
     next(delays)
     values = [next(delays) for _ in range(500)]
     assert all(2 <= v <= 2.5 for v in values)
     assert max(values) - min(values) > 0.4  # it really is jittered
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0])
+def test_jitter_scales_with_the_policy(scale: float) -> None:
+    """Jitter is relative: the same policy at any scale stays within delay * (1 + jitter)."""
+    policy = veo4k.PollPolicy(
+        first_delay=3 * scale, wait_initial=scale, wait_max=4 * scale, timeout=1000 * scale
+    )
+    delays = policy.delays(random.Random(5))
+    first = next(delays)
+    assert 3 * scale <= first <= 3 * scale * (1 + policy.first_delay_jitter)
+    rest = [next(delays) for _ in range(300)]
+    assert max(rest) <= 4 * scale * (1 + policy.wait_jitter)
+    assert min(rest) >= scale
+
+
+def test_fast_policy_of_issue_11_is_fast() -> None:
+    """The user's fast policy sleeps 0 s first and never more than 0.25 s * 1.1 after."""
+    policy = veo4k.PollPolicy(first_delay=0, wait_initial=0.05, wait_max=0.25, timeout=15)
+    delays = policy.delays(random.Random(0))
+    assert next(delays) == 0
+    assert max(next(delays) for _ in range(1000)) <= 0.275
+
+
+@pytest.mark.parametrize("field", ["first_delay_jitter", "wait_jitter"])
+def test_absolute_jitter_is_refused(field: str) -> None:
+    """An old absolute jitter (30 s) is refused with a message that says it is a fraction."""
+    with pytest.raises(veo4k.ConfigurationError, match="fraction"):
+        veo4k.PollPolicy(**{field: 30.0})  # type: ignore[arg-type]
+
+
+def test_safety_net_keeps_timeout_and_spaces_polls() -> None:
+    """The callback safety net polls every safety_net_interval at most, same timeout."""
+    policy = veo4k.PollPolicy(timeout=60, safety_net_interval=120)
+    net = policy.safety_net()
+    assert net.timeout == 60
+    assert net.wait_initial == net.wait_max == 120
+    assert net.first_delay == 300  # never earlier than the policy's own first poll
+    assert veo4k.PollPolicy().safety_net().first_delay == 900
 
 
 @pytest.mark.parametrize(
@@ -88,6 +127,13 @@ def test_retry_attempts_bounded(attempts: object) -> None:
         veo4k.RetryPolicy(attempts=attempts)  # type: ignore[arg-type]
 
 
+def test_retry_after_cap_is_documented_and_validated() -> None:
+    """max_retry_after defaults to 60 s and must be a finite number >= 0."""
+    assert veo4k.RetryPolicy().max_retry_after == 60.0
+    with pytest.raises(veo4k.ConfigurationError, match="max_retry_after"):
+        veo4k.RetryPolicy(max_retry_after=math.inf)
+
+
 def test_retry_caps_grow_to_max() -> None:
     """Full-jitter caps double from wait_initial up to wait_max."""
     caps = veo4k.RetryPolicy(wait_initial=1, wait_max=10).backoff_caps()
@@ -105,6 +151,6 @@ def test_bad_rate_limits_are_rejected(field: str, value: object) -> None:
 
 
 def test_phase_replaces_first_jitter_draw() -> None:
-    """A given phase places the first poll at first_delay + phase * first_delay_jitter."""
-    policy = veo4k.PollPolicy(first_delay=300, first_delay_jitter=30)
+    """A given phase places the first poll at first_delay * (1 + phase * first_delay_jitter)."""
+    policy = veo4k.PollPolicy(first_delay=300, first_delay_jitter=0.1)
     assert next(policy.delays(random.Random(0), phase=0.5)) == 315.0

@@ -127,8 +127,9 @@ async def test_deadline_is_met_not_overshot(kie: FakeKie, client: veo4k.Veo4kCli
     assert 0.3 <= took < 0.6
     err = info.value
     assert isinstance(err, TimeoutError)
-    assert (err.task_id, err.index, err.timeout, err.attempts) == ("t", 0, 0.3, 1)
-    assert "not ready after 0.3 s and 1 request(s)" in str(err)
+    # the submission, then one last look just before the deadline (issue 11)
+    assert (err.task_id, err.index, err.timeout, err.attempts) == ("t", 0, 0.3, 2)
+    assert "not ready after 0.3 s and 2 request(s)" in str(err)
 
 
 async def test_policy_timeout_is_the_default(kie: FakeKie, client: veo4k.Veo4kClient) -> None:
@@ -305,12 +306,17 @@ async def test_transient_faults_are_survived(
 async def test_persistent_fault_ends_in_typed_error(
     kie: FakeKie, client: veo4k.Veo4kClient
 ) -> None:
-    """Faults beyond the retry budget end the wait with TransportError, not a hang."""
-    kie.inject(FaultKind.HTML, status=503, times=100)
+    """Faults beyond the retry budget end a one-off call with TransportError; a wait rides
+    them out to its deadline and times out from the last one (issue 11 changed the wait)."""
+    kie.inject(FaultKind.HTML, status=503, times=1000)
     with pytest.raises(veo4k.TransportError) as info:
-        await client.wait_for_4k("t")
+        await client.request_4k("t")
     assert info.value.status == 503
     assert info.value.attempts == 5
+    with pytest.raises(veo4k.WaitTimeoutError) as waited:
+        await client.wait_for_4k("t", timeout=0.5)
+    cause = waited.value.__cause__
+    assert isinstance(cause, veo4k.TransportError) and cause.status == 503
 
 
 async def test_slow_answer_hits_request_timeout(kie: FakeKie, make_client: ClientFactory) -> None:
@@ -321,10 +327,15 @@ async def test_slow_answer_hits_request_timeout(kie: FakeKie, make_client: Clien
 
 
 async def test_connection_refused(make_client: ClientFactory) -> None:
-    """Nobody listening: TransportError after the bounded retries."""
+    """Nobody listening: a one-off call fails with TransportError after its bounded retries;
+    a wait keeps trying until its deadline, then times out from that error."""
     client = make_client(base_url="http://127.0.0.1:9")
     with pytest.raises(veo4k.TransportError, match="connection failed"):
-        await client.wait_for_4k("t")
+        await client.request_4k("t")
+    with pytest.raises(veo4k.WaitTimeoutError) as info:
+        await client.wait_for_4k("t", timeout=0.3)
+    assert isinstance(info.value.__cause__, veo4k.TransportError)
+    assert "connection failed" in str(info.value.__cause__)
 
 
 async def test_forty_concurrent_waits_with_faults(make_client: ClientFactory) -> None:

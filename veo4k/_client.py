@@ -27,7 +27,7 @@ from ._errors import (
 from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
 from ._poll import Listener, SharedWait, Subscription
-from ._transport import Api, Counter, RetryHook
+from ._transport import Api, Counter, RetryHook, default_user_agent
 from ._waits import WaitRegistry, settle
 from ._wire import error_for, fourk_status, make_converter, parse_record
 
@@ -38,16 +38,6 @@ FOURK_PATH = "/api/v1/veo/get-4k-video"
 RECORD_PATH = "/api/v1/veo/record-info"
 DOWNLOAD_URL_PATH = "/api/v1/common/download-url"
 _KIE_RATE_LIMIT = RateLimit()
-SAFETY_NET_POLICY = PollPolicy(
-    first_delay=900.0,
-    first_delay_jitter=60.0,
-    wait_initial=300.0,
-    wait_max=600.0,
-    wait_jitter=30.0,
-    timeout=3600.0,
-)
-"""With callbacks, polling is only a safety net for a lost delivery: first after 15 minutes
-(most 4Ks are done by then), then every 5-10 minutes."""
 _START_CHUNK = 200  # waits a batch starts per event-loop pass
 
 
@@ -77,6 +67,7 @@ class Veo4kClient:
         trust_callback_urls: bool = False,
         callback_poll_policy: PollPolicy | None = None,
         rng: random.Random | None = None,
+        user_agent: str | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KIE_API_KEY")
         if not isinstance(key, str) or not key.strip():
@@ -110,7 +101,16 @@ class Veo4kClient:
             raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
         self._callbacks = callbacks
         self._trust_callback_urls = bool(trust_callback_urls)
-        self._callback_policy = callback_poll_policy or SAFETY_NET_POLICY
+        # None: the client's poll_policy.safety_net() (its timeout, sparse polls)
+        self._callback_policy = callback_poll_policy
+        if user_agent is not None and (
+            not isinstance(user_agent, str)
+            or not user_agent.strip()
+            or "\n" in user_agent
+            or "\r" in user_agent
+        ):
+            raise ConfigurationError("user_agent must be a non-empty one-line string")
+        self._user_agent = user_agent.strip() if user_agent else default_user_agent()
         self._poll_policy = poll_policy or PollPolicy()
         self._rate_limit = rate_limit
         self._rng = rng or random.Random()
@@ -131,6 +131,7 @@ class Veo4kClient:
             pacer=self._pacer,
             rng=self._rng,
             max_connections=max_connections,
+            user_agent=self._user_agent,
         )
         self._waits = WaitRegistry(
             submit=self._request_4k,
@@ -138,6 +139,7 @@ class Veo4kClient:
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
             max_steps=max_connections,
+            retry=self._retry_policy,
         )
 
     def __repr__(self) -> str:
@@ -245,13 +247,15 @@ class Veo4kClient:
         counter: Counter,
         on_retry: RetryHook | None,
         callback_url: str | None = None,
+        attempts: int | None = None,
     ) -> FourKStatus:
         body: dict[str, Any] = {"taskId": task_id, "index": index}
         if callback_url:
             body["callBackUrl"] = callback_url
         env = await self._api.call(
-            "POST", FOURK_PATH, task_id=task_id, json=body, counter=counter, on_retry=on_retry
-        )
+            "POST", FOURK_PATH, task_id=task_id, json=body, counter=counter, on_retry=on_retry,
+            attempts=attempts,
+        )  # fmt: skip
         return fourk_status(env, task_id, index)
 
     async def get_record(self, task_id: str) -> TaskRecord:
@@ -261,7 +265,11 @@ class Veo4kClient:
         return await self._get_record(task_id, Counter(), None)
 
     async def _get_record(
-        self, task_id: str, counter: Counter, on_retry: RetryHook | None
+        self,
+        task_id: str,
+        counter: Counter,
+        on_retry: RetryHook | None,
+        attempts: int | None = None,
     ) -> TaskRecord:
         env = await self._api.call(
             "GET",
@@ -270,6 +278,7 @@ class Veo4kClient:
             params={"taskId": task_id},
             counter=counter,
             on_retry=on_retry,
+            attempts=attempts,
         )
         if env.code != 200:
             raise error_for(env, task_id)
@@ -293,11 +302,14 @@ class Veo4kClient:
         raising :class:`WaitTimeoutError`. Concurrent waits for the same task and index on
         this client share one poll loop: one submission, one request stream (the first
         waiter's policy and callback URL drive it). ``on_update`` is called with a
-        :class:`WaitEvent` on every state change and poll.
+        :class:`WaitEvent` on every state change and poll; an async one runs in a task of its
+        own, so it never delays the result or the deadline.
 
-        A transient failure (connection, 429, 455, 5xx) is retried per the client's
-        :class:`RetryPolicy`; one that outlasts it ends the wait with its error. Waiting again
-        is safe: a repeat request reports on the running job and never starts a second one.
+        A transient failure (connection, timeout, 408, 429, 455, 5xx) never ends the wait: it
+        is retried on the :class:`RetryPolicy` backoff until the deadline, with a RETRYING
+        event; the :class:`WaitTimeoutError` then has the last one as ``__cause__``. A final
+        answer (auth, credits, quota, validation, 4K unavailable, ...) ends it at once. Waiting
+        again is safe: a repeat request reports on the running job and never starts another.
         """
         task_id, index = check.task_id(task_id), check.index(index)
         callback_url = check.callback_url(callback_url)
@@ -315,7 +327,7 @@ class Veo4kClient:
             return await fut
         except WaitTimeoutError as exc:
             if on_update is not None:
-                await shared.emit(WaitState.FAILED, msg=str(exc), error=exc, only=on_update)
+                shared.emit(WaitState.FAILED, msg=str(exc), error=exc, only=on_update)
             raise
         finally:
             await self._waits.leave(shared, sub)
@@ -323,12 +335,13 @@ class Veo4kClient:
     def _plan(
         self, poll_policy: PollPolicy | None, callback_url: str | None
     ) -> tuple[PollPolicy, str | None]:
-        """The policy and callback URL of a wait: with a CallbackServer, its URL and the slow
-        safety-net policy, unless the caller chose otherwise."""
+        """The policy and callback URL of a wait: with a CallbackServer, its URL and the
+        client's policy as a sparse safety net (same timeout), unless the caller chose."""
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
         if self._callbacks is not None and callback_url is None:
-            return poll_policy or self._callback_policy, self._callbacks.url
+            net = self._callback_policy or self._poll_policy.safety_net()
+            return poll_policy or net, self._callbacks.url
         return poll_policy or self._poll_policy, callback_url
 
     def _join(
@@ -360,7 +373,9 @@ class Veo4kClient:
             raise ConfigurationError("on_progress must be callable")
         self._check_usable()
         if self._download_session is None:
-            self._download_session = aiohttp.ClientSession()  # no Authorization, ever
+            self._download_session = aiohttp.ClientSession(  # no Authorization, ever
+                headers={"User-Agent": self._user_agent}
+            )
 
         async def refresh(stale: str) -> str:
             return await self.fresh_download_url(stale, task_id=task_id)
@@ -440,7 +455,7 @@ class Veo4kClient:
                 if error is not None and not isinstance(error, Veo4kError):
                     raise error  # a bug, not an outcome: let it surface
                 if isinstance(error, WaitTimeoutError) and on_update is not None:
-                    await shared.emit(WaitState.FAILED, msg=str(error), error=error, only=on_update)
+                    shared.emit(WaitState.FAILED, msg=str(error), error=error, only=on_update)
                 yield Outcome(
                     task_id=shared.task_id, index=shared.index, result=result, error=error
                 )

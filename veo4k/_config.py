@@ -39,39 +39,55 @@ def _capped(seq: Iterator[Any]) -> Iterator[float]:
     return seq
 
 
+def _fraction(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    _finite_nonneg(instance, attribute, value)
+    if value > 1:
+        raise ConfigurationError(
+            f"{attribute.name} is a fraction of the delay it stretches (0.1 = up to +10 %), "
+            f"within [0, 1]; got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class PollPolicy:
     """When :meth:`Veo4kClient.wait_for_4k` asks Kie again, and when it gives up.
 
     The first request goes out at once: it submits the 4K job, or returns the URLs of a finished
-    one. Then the waiter sleeps ``first_delay + U(0, first_delay_jitter)`` seconds, and after that
-    the *n*-th interval (n = 0, 1, ...) is::
+    one. Then the waiter sleeps ``first_delay * (1 + U(0, first_delay_jitter))`` seconds, and
+    after that the *n*-th interval (n = 0, 1, ...) is::
 
-        min(wait_max, wait_initial * wait_exp_base ** n) + U(0, wait_jitter)
+        min(wait_max, wait_initial * wait_exp_base ** n) * (1 + U(0, wait_jitter))
 
-    until ``timeout`` seconds have passed since the wait began; the last sleep is cut so the
-    deadline holds to the millisecond.
+    until ``timeout`` seconds have passed since the wait began. Jitter is a *fraction* of the
+    delay it stretches, never absolute seconds: a sleep is never shorter than written (Kie's
+    30 s advice holds) and never longer than written times ``1 + jitter``, whatever the scale of
+    the policy. Before the deadline the wait makes one last check (see ``wait_for_4k``); the
+    last sleep is cut so the deadline holds.
+
+    With callbacks (``Veo4kClient(callbacks=...)``) polling is only a safety net for a lost
+    delivery: the client's policy then polls no more often than every ``safety_net_interval``
+    seconds (first poll included), within the same ``timeout``.
 
     Why these defaults (measured by ``benchmarks/polling.py``, table in ``benchmarks/README.md``):
     Kie documents 5-10 minutes per 4K and asks for re-calls no more often than every 30 s.
     Polling before 300 s is wasted budget (the upscale is not done that early), so the first poll
-    waits for it; its 30 s of jitter, drawn by the client from a low-discrepancy sequence, spreads
-    a batch submitted at once evenly over 30 one-second windows. After that, polling every 30 s
-    (the documented floor, plus up to 1 s of jitter so tasks drift apart) notices a ready 4K as
-    fast as fixed 30 s polling does. For 1,000 tasks ready after 5-10 minutes: 7.0 requests per
-    task (fixed 30 s: 16.6), p95 detection delay 29 s (fixed 30 s: 28.4 s), at most 4.4 % of the
-    batch polling in any one second (fixed 30 s: 100 %). Starting earlier costs requests (first
-    poll at 240-300 s: 8.5), a longer first jitter or interval costs delay. The one-hour timeout
+    waits for it; its 10 % jitter (300-330 s), drawn by the client from a low-discrepancy
+    sequence, spreads a batch submitted at once evenly over 30 one-second windows. After that,
+    polling every 30 s (the documented floor, plus up to 5 % so tasks drift apart) notices a
+    ready 4K about as fast as fixed 30 s polling does: for 1,000 tasks ready after 5-10 minutes,
+    about 7 requests per task (fixed 30 s: 16.6) and a p95 detection delay under 30 s. Starting
+    earlier costs requests, a longer first jitter or interval costs delay. The one-hour timeout
     covers a load spike of 30-minute upscales with room to spare.
     """
 
     first_delay: float = attrs.field(default=300.0, validator=_finite_nonneg)
-    first_delay_jitter: float = attrs.field(default=30.0, validator=_finite_nonneg)
+    first_delay_jitter: float = attrs.field(default=0.1, validator=_fraction)
     wait_initial: float = attrs.field(default=30.0, validator=_finite_pos)
     wait_max: float = attrs.field(default=30.0, validator=_finite_pos)
     wait_exp_base: float = attrs.field(default=2.0, validator=_exp_base)
-    wait_jitter: float = attrs.field(default=1.0, validator=_finite_nonneg)
+    wait_jitter: float = attrs.field(default=0.05, validator=_fraction)
     timeout: float = attrs.field(default=3600.0, validator=_finite_pos)
+    safety_net_interval: float = attrs.field(default=900.0, validator=_finite_pos)
 
     def __attrs_post_init__(self) -> None:
         if self.wait_max < self.wait_initial:
@@ -84,15 +100,25 @@ class PollPolicy:
 
         ``phase`` in [0, 1) replaces the random draw of the first delay's jitter: the client
         passes successive points of a low-discrepancy sequence, so a batch started together
-        spreads its first polls evenly over ``first_delay_jitter`` instead of in random clumps.
+        spreads its first polls evenly over the jitter window instead of in random clumps.
         """
         u = rng.random() if phase is None else phase
-        yield self.first_delay + u * self.first_delay_jitter
+        yield self.first_delay * (1.0 + u * self.first_delay_jitter)
         expo = _capped(
             backoff.expo(base=self.wait_exp_base, factor=self.wait_initial, max_value=self.wait_max)
         )
         for base_delay in expo:
-            yield base_delay + rng.uniform(0.0, self.wait_jitter)
+            yield base_delay * (1.0 + rng.uniform(0.0, self.wait_jitter))
+
+    def safety_net(self) -> PollPolicy:
+        """This policy as the safety net of a callback wait: same timeout, sparse polls."""
+        every = self.safety_net_interval
+        return attrs.evolve(
+            self,
+            first_delay=max(self.first_delay, every),
+            wait_initial=max(self.wait_initial, every),
+            wait_max=max(self.wait_max, every),
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +129,11 @@ class RetryPolicy:
     ``U(0, min(wait_max, wait_initial * wait_exp_base ** n))`` (full jitter), at least the
     ``Retry-After`` the server sent, and at least ``maintenance_wait`` after a 455; at most
     ``attempts`` tries are made in all, and never past the caller's deadline.
+
+    A ``Retry-After`` header (and ``maintenance_wait``) is cut to ``max_retry_after`` seconds,
+    default 60: Kie's rate window is 10 s, and one header must not pause the whole client for
+    an hour. A wait for a 4K is not bounded by ``attempts``: it keeps retrying transient
+    failures on this backoff (each sleep capped at ``wait_max``) until its own deadline.
     """
 
     attempts: int = attrs.field(default=5)
@@ -110,6 +141,7 @@ class RetryPolicy:
     wait_max: float = attrs.field(default=30.0, validator=_finite_pos)
     wait_exp_base: float = attrs.field(default=2.0, validator=_exp_base)
     maintenance_wait: float = attrs.field(default=30.0, validator=_finite_nonneg)
+    max_retry_after: float = attrs.field(default=60.0, validator=_finite_nonneg)
 
     @attempts.validator
     def _check_attempts(self, attribute: attrs.Attribute[int], value: int) -> None:

@@ -5,24 +5,34 @@
     Veo4kError
     ├── ConfigurationError (also ValueError)   bad argument, policy or missing key
     ├── ClientStateError (also RuntimeError)   client closed, or used from another event loop
-    ├── TransportError                         connection, timeout or garbled answer, after retries
+    ├── TransportError                         connection, timeout or garbled answer   (t)
+    ├── EdgeBlockedError                       HTTP 403 "error code: 1010" from Cloudflare  (f)
     ├── APIError(code, msg, task_id)           Kie answered with an error code in the body
-    │   ├── BadRequestError                    400 (e.g. content policy)
-    │   ├── AuthenticationError                401 key missing or invalid
-    │   ├── InsufficientCreditsError           402
-    │   ├── NotFoundError                      404
-    │   ├── ValidationError                    422 that is neither "processing" nor "done"
+    │   ├── BadRequestError                    400 (e.g. content policy)                    (f)
+    │   ├── AuthenticationError                401 key missing or invalid                   (f)
+    │   ├── InsufficientCreditsError           402 not enough credits                       (f)
+    │   ├── NotFoundError                      404                                          (f)
+    │   ├── UpstreamTimeoutError               408 upstream took longer than 10 minutes     (t)
+    │   ├── ValidationError                    422 that is neither "processing" nor "done"  (f)
     │   │   └── SourceNotReadyError            422 "record status is not success."
-    │   ├── RateLimitError                     429
-    │   ├── MediaFetchError                    451 Kie could not fetch the source media
-    │   ├── ServiceUnavailableError            455 maintenance
-    │   ├── ServerError                        500 and other 5xx
-    │   └── FourKUnavailableError              Kie says the 4K version is unavailable: permanent
+    │   ├── RateLimitError                     429 request rate exceeded                    (t)
+    │   ├── QuotaExceededError                 429 hourly/daily/total cap of the key        (f)
+    │   ├── SubKeyLimitError                   433 usage limit of a sub-key                 (f)
+    │   ├── MediaFetchError                    451 Kie could not fetch the source media     (f)
+    │   ├── ServiceUnavailableError            455 maintenance                              (t)
+    │   ├── ServerError                        500 and other 5xx                            (t)
+    │   ├── GenerationFailedError              501 the generation failed                    (f)
+    │   ├── FeatureDisabledError               505 the feature is disabled                  (f)
+    │   └── FourKUnavailableError              Kie says the 4K version is unavailable       (f)
     ├── SourceTaskFailedError                  record-info says the source generation failed
     ├── WaitTimeoutError (also TimeoutError)   the deadline passed before the 4K was ready
     ├── SignatureError                         a callback failed verification
     ├── InvalidCallbackError                   a callback body is malformed or too large
     └── DownloadError                          a result file could not be downloaded
+
+(t) transient: a wait keeps polling through it until its deadline, a one-off call retries it
+per :class:`RetryPolicy`. (f) final: it ends a wait at once (``veo4k.is_transient`` tells).
+A non-retryable ``TransportError`` (a refused redirect, a 4xx page that is no envelope) is final.
 
 No exception carries the API key: messages are built from codes, messages and task ids only.
 """
@@ -38,18 +48,24 @@ __all__ = [
     "ClientStateError",
     "ConfigurationError",
     "DownloadError",
+    "EdgeBlockedError",
+    "FeatureDisabledError",
     "FourKUnavailableError",
+    "GenerationFailedError",
     "InsufficientCreditsError",
     "InvalidCallbackError",
     "MediaFetchError",
     "NotFoundError",
+    "QuotaExceededError",
     "RateLimitError",
     "ServerError",
     "ServiceUnavailableError",
     "SignatureError",
     "SourceNotReadyError",
     "SourceTaskFailedError",
+    "SubKeyLimitError",
     "TransportError",
+    "UpstreamTimeoutError",
     "ValidationError",
     "Veo4kError",
     "WaitTimeoutError",
@@ -147,6 +163,10 @@ class NotFoundError(APIError):
     """404: the resource or endpoint does not exist."""
 
 
+class UpstreamTimeoutError(APIError):
+    """408: Kie's upstream took longer than 10 minutes; transient, a wait keeps going."""
+
+
 class ValidationError(APIError):
     """422 that means the source task cannot be upgraded (expired, unknown, blank)."""
 
@@ -171,6 +191,15 @@ class RateLimitError(APIError):
         self.retry_after = retry_after
 
 
+class QuotaExceededError(APIError):
+    """429 whose message names an hourly, daily or total cap of the key: waiting seconds will
+    not help, so it is final (and not a :class:`RateLimitError`, which is retried)."""
+
+
+class SubKeyLimitError(APIError):
+    """433: the usage limit set on this sub-key is exhausted."""
+
+
 class MediaFetchError(APIError):
     """451: Kie could not fetch the source media."""
 
@@ -183,8 +212,39 @@ class ServerError(APIError):
     """500 or another 5xx code: a server-side failure, retried a bounded number of times."""
 
 
+class GenerationFailedError(APIError):
+    """501: the generation failed; the task will not succeed."""
+
+
+class FeatureDisabledError(APIError):
+    """505: the feature is disabled for this account or service."""
+
+
 class FourKUnavailableError(APIError):
     """Kie says the 4K version of this video is unavailable: permanent, do not retry."""
+
+
+class EdgeBlockedError(Veo4kError):
+    """HTTP 403 ``error code: 1010``: Cloudflare, in front of Kie, refused the request."""
+
+    def __init__(self, *, status: int = 403, task_id: str | None = None) -> None:
+        self.status = status
+        self.task_id = task_id
+        where = f" (task {task_id!r})" if task_id else ""
+        super().__init__(
+            f"request blocked at Kie's edge (Cloudflare error 1010, HTTP {status}){where}: the "
+            "request's signature, usually its User-Agent, was refused. This is not a bad API "
+            "key and retrying the same request will not help: send a descriptive User-Agent "
+            "(veo4k sends 'veo4k/<version> (+python aiohttp)' unless Veo4kClient(user_agent=...) "
+            "or a proxy changes it)"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_edge_blocked, (self.status, self.task_id))
+
+
+def _rebuild_edge_blocked(status: int, task_id: str | None) -> EdgeBlockedError:
+    return EdgeBlockedError(status=status, task_id=task_id)
 
 
 class SourceTaskFailedError(Veo4kError):

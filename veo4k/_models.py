@@ -30,6 +30,8 @@ class FourKStatus:
     image_urls: tuple[str, ...] = ()
     msg: str = ""
     code: int = 200
+    fourk_task_id: str | None = None
+    """The id Kie gave the 4K job, when it differs from ``task_id`` (undocumented; informative)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -46,6 +48,8 @@ class FourKResult:
     """Seconds from the start of the wait to the result."""
     via_callback: bool = False
     """True when a callback delivered the result (see :class:`CallbackServer`)."""
+    fourk_task_id: str | None = None
+    """The id Kie gave the 4K job, when it differs from ``task_id`` (undocumented; informative)."""
 
     @property
     def video_url(self) -> str:
@@ -69,8 +73,11 @@ class TaskRecord:
     task_id: str
     success_flag: int
     result_urls: tuple[str, ...] = ()
+    full_result_urls: tuple[str, ...] = ()
     origin_urls: tuple[str, ...] = ()
     resolution: str | None = None
+    credits: float | None = None
+    """Credits the task consumed, when the answer says (``creditsConsumed``)."""
     error_code: int | str | None = None
     error_message: str = ""
     create_time: datetime | None = None
@@ -102,7 +109,8 @@ class WaitState(enum.StrEnum):
     SOURCE_PENDING = "source_pending"
     """The source generation itself has not finished; the 4K request will be repeated."""
     RETRYING = "retrying"
-    """A transient failure (connection, 429, 455, 5xx) is being retried."""
+    """A transient failure (connection, 408, 429, 455, 5xx) is being retried; the event's
+    ``error`` holds it. A wait keeps retrying until its deadline."""
     READY = "ready"
     """The 4K URLs are known: the wait ends with a result."""
     FAILED = "failed"
@@ -124,6 +132,8 @@ class WaitEvent:
     """Seconds until the next request, when one is planned."""
     msg: str = ""
     error: Veo4kError | None = None
+    fourk_task_id: str | None = None
+    """The id Kie gave the 4K job, once known and when it differs from ``task_id``."""
 
 
 @attrs.frozen(kw_only=True)

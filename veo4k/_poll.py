@@ -5,6 +5,13 @@ same pair subscribes to it, so a second ``wait_for_4k`` never sends a second sub
 :class:`Subscription` has its own deadline; the loop keeps one timer for the earliest, ends the
 subscriptions whose deadline passed, and stops when none is left.
 
+A transient failure (connection, timeout, 408, rate-type 429, 455, 5xx, an HTML page from the
+edge) never ends a wait: the loop retries it on the :class:`RetryPolicy` backoff (each sleep
+capped, ``Retry-After`` and maintenance waits cut to ``max_retry_after``), emitting RETRYING
+with the error, until the deadline; then :class:`WaitTimeoutError` carries the last transient
+error as ``__cause__``. Only a final answer ends a wait early. Before a deadline the loop makes
+one last check, ``last_look_lead()`` ahead of it, if its schedule would otherwise sleep through.
+
 The loop holds no task while it sleeps: each request is a short *step* task, and between steps
 the wait is this object and one timer handle. A waiter costs a small object and a future (or a
 plain callback in a batch). Few live objects per wait is what keeps 10,000 waits cheap, in
@@ -15,22 +22,37 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
 
-from ._config import PollPolicy
+from ._config import PollPolicy, RetryPolicy
 from ._errors import SourceNotReadyError, SourceTaskFailedError, Veo4kError, WaitTimeoutError
+from ._listeners import Listener, ListenerHub
 from ._models import FourKResult, FourKStatus, TaskRecord, WaitEvent, WaitState
-from ._transport import Counter, RetryHook
+from ._transport import Counter, retry_delay
+from ._wire import is_transient
 
-__all__ = ["GetRecord", "Listener", "OnEnd", "SharedWait", "Submit", "Subscription"]
+__all__ = [
+    "GetRecord",
+    "Listener",
+    "OnEnd",
+    "SharedWait",
+    "Submit",
+    "Subscription",
+    "last_look_lead",
+]
 
 log = logging.getLogger("veo4k")
 
-Listener = Callable[[WaitEvent], object]
-"""An ``on_update`` callback: sync, or async (its awaitable is awaited)."""
+LAST_LOOK_LEAD = 1.0
+"""Seconds before a deadline at which the last check goes out (a tenth of short timeouts)."""
+
+
+def last_look_lead(timeout: float) -> float:
+    """How long before a deadline of a ``timeout``-second wait its last check is sent."""
+    return min(LAST_LOOK_LEAD, timeout / 10)
+
 
 OnEnd = Callable[["SharedWait", FourKResult | None, BaseException | None], None]
 """A batch's end-of-wait callback: the wait, and its result or error."""
@@ -77,7 +99,7 @@ CONFIRM_BACKOFF = (2.0, 4.0, 8.0, 16.0, 32.0)
 before the wait falls back to its policy: the status endpoint may lag the callback."""
 
 Submit = Callable[..., Awaitable[FourKStatus]]
-GetRecord = Callable[[str, Counter, RetryHook], Awaitable[TaskRecord]]
+GetRecord = Callable[..., Awaitable[TaskRecord]]
 
 
 class SharedWait:
@@ -85,15 +107,19 @@ class SharedWait:
 
     __slots__ = (
         "_alarm",
+        "_caps",
         "_confirming",
         "_context",
         "_delays",
         "_first",
         "_get_record",
+        "_hub",
         "_launch",
+        "_looked_for",
         "_on_end",
         "_pending",
         "_phase",
+        "_retry",
         "_rng",
         "_stop_error",
         "_stopping",
@@ -102,7 +128,9 @@ class SharedWait:
         "_via_callback",
         "counter",
         "done",
+        "fourk_task_id",
         "index",
+        "last_error",
         "last_state",
         "policy",
         "started",
@@ -124,6 +152,8 @@ class SharedWait:
         on_end: Callable[[SharedWait], None],
         launch: Callable[[SharedWait], None],
         phase: float | None = None,
+        retry: RetryPolicy | None = None,
+        hub: ListenerHub | None = None,
     ) -> None:
         self.task_id = task_id
         self.index = index
@@ -132,10 +162,17 @@ class SharedWait:
         self.started = now
         self.subscribers: list[Subscription] = []
         self.last_state = ""
+        self.last_error: Veo4kError | None = None
+        """The transient failure of the latest request, None once a request succeeds."""
+        self.fourk_task_id: str | None = None
         self.done = False
         self.step: asyncio.Task[None] | None = None
         """The request in flight, if any (named ``veo4k-wait-<task>-<index>``)."""
         self._rng = rng
+        self._retry = retry or RetryPolicy()
+        self._caps: Iterator[float] | None = None
+        self._hub = hub or ListenerHub()
+        self._looked_for = -1.0  # the deadline whose last check was already scheduled
         self._phase = phase
         self._submit = submit
         self._get_record = get_record
@@ -213,10 +250,13 @@ class SharedWait:
             self._finish(None, error or asyncio.CancelledError())
 
     def timeout_error(self, timeout: float) -> WaitTimeoutError:
-        """The error for a deadline that passed, with what the loop had done by then."""
-        return WaitTimeoutError(
+        """The error for a deadline that passed, with what the loop had done by then; its
+        ``__cause__`` is the transient failure the wait was riding out, if any."""
+        error = WaitTimeoutError(
             self.task_id, self.index, timeout, self.counter.requests, self.last_state
         )
+        error.__cause__ = self.last_error
+        return error
 
     def _finish(self, result: FourKResult | None, error: BaseException | None) -> None:
         if self.done:
@@ -233,7 +273,7 @@ class SharedWait:
 
     # -- events and callbacks --------------------------------------------------------------
 
-    async def emit(
+    def emit(
         self,
         state: WaitState,
         *,
@@ -242,7 +282,7 @@ class SharedWait:
         error: Veo4kError | None = None,
         only: Listener | None = None,
     ) -> None:
-        """Tell the listeners (or just ``only``) where the wait stands."""
+        """Tell the listeners (or just ``only``) where the wait stands; never blocks on them."""
         self.last_state = f"{state.value}: {msg}" if msg else state.value
         if only is not None:
             targets = [only]
@@ -259,14 +299,10 @@ class SharedWait:
             next_delay=next_delay,
             msg=msg,
             error=error,
+            fourk_task_id=self.fourk_task_id,
         )
         for listener in targets:
-            try:
-                result = listener(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("on_update callback raised; the wait goes on")
+            self._hub.deliver(listener, event, self._context)
 
     def signal(self, *, ready: FourKStatus | None = None, error: Veo4kError | None = None) -> None:
         """A callback arrived: end the wait with ``ready`` or ``error``, or else poll now.
@@ -310,15 +346,45 @@ class SharedWait:
         if error is not None:  # a bug, not a Kie answer: hand it to the waiters as it is
             self._finish(None, error)
 
-    async def _on_retry(self, exc: Veo4kError, attempt: int, delay: float) -> None:
-        await self.emit(WaitState.RETRYING, next_delay=delay, msg=str(exc), error=exc)
-
     async def _step(self) -> None:
         try:
             await self._attempt()
         except Veo4kError as exc:
-            await self.emit(WaitState.FAILED, msg=str(exc), error=exc)
+            if is_transient(exc):
+                self._retry_later(exc)
+                return
+            self.emit(WaitState.FAILED, msg=str(exc), error=exc)
             self._finish(None, exc)
+
+    def _retry_later(self, exc: Veo4kError) -> None:
+        """A transient failure: keep the wait going on the retry backoff, up to the deadline."""
+        self.last_error = exc
+        if self._caps is None:
+            self._caps = self._retry.backoff_caps()
+        delay = retry_delay(self._retry, self._rng, exc, next(self._caps))
+        delay = self._schedule(delay)
+        self.emit(WaitState.RETRYING, next_delay=delay, msg=str(exc), error=exc)
+
+    def _schedule(self, delay: float) -> float:
+        """Set the timer for the next request; return the delay actually used.
+
+        If the next request would come after the last-check point of the earliest deadline,
+        it is moved there instead (once per deadline): one last look before timing out.
+        """
+        if self.done or self._stopping:
+            return delay
+        if self._pending is not None:
+            delay = 0.0  # a callback came during the request: act on it now
+        elif self.subscribers:
+            first = min(self.subscribers, key=lambda s: s.deadline)
+            now = asyncio.get_running_loop().time()
+            look_at = first.deadline - last_look_lead(first.timeout)
+            if now + delay > look_at and self._looked_for != first.deadline:
+                self._looked_for = first.deadline
+                delay = max(0.0, look_at - now)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay, self._next_step, context=self._context)
+        return delay
 
     async def _attempt(self) -> None:
         """One request (with its retries); then finish, or set the timer for the next one."""
@@ -336,32 +402,33 @@ class SharedWait:
             self._confirming = iter(CONFIRM_BACKOFF)
         state = WaitState.SUBMITTED if self._first else WaitState.PROCESSING
         try:
-            status = await self._submit(self.task_id, self.index, self.counter, self._on_retry)
+            # The one place a poll step sends its request; transient failures come back here
+            # at once (no retries inside): the loop retries them on its own schedule.
+            status = await self._submit(self.task_id, self.index, self.counter, None)
         except SourceNotReadyError as exc:
-            record = await self._get_record(self.task_id, self.counter, self._on_retry)
+            record = await self._get_record(self.task_id, self.counter, None)
             if record.failed:
                 raise SourceTaskFailedError(
                     self.task_id, record.success_flag, record.error_code, record.error_message
                 ) from exc
             state, msg = WaitState.SOURCE_PENDING, exc.msg
         else:
+            self.fourk_task_id = status.fourk_task_id or self.fourk_task_id
             if status.ready:
                 await self._complete(status, via_callback=self._via_callback)
                 return
             msg = status.msg
             self._first = False
+        self.last_error, self._caps = None, None  # Kie answered: the outage, if any, is over
         if self._delays is None:
             self._delays = self.policy.delays(self._rng, self._phase)
         delay = (next(self._confirming, None) if self._confirming else None) or next(self._delays)
-        await self.emit(state, next_delay=delay, msg=msg)
-        if self._pending is not None:
-            delay = 0.0  # a callback came during the request: act on it now
-        if not self.done and not self._stopping:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(delay, self._next_step, context=self._context)
+        delay = self._schedule(delay)
+        self.emit(state, next_delay=delay, msg=msg)
 
     async def _complete(self, status: FourKStatus, *, via_callback: bool) -> None:
-        await self.emit(WaitState.READY, msg=status.msg)
+        self.fourk_task_id = status.fourk_task_id or self.fourk_task_id
+        self.emit(WaitState.READY, msg=status.msg)
         result = FourKResult(
             task_id=self.task_id,
             index=self.index,
@@ -370,6 +437,7 @@ class SharedWait:
             requests=self.counter.requests,
             elapsed=self.elapsed(),
             via_callback=via_callback,
+            fourk_task_id=self.fourk_task_id,
         )
         self._finish(result, None)
 

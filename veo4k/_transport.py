@@ -13,18 +13,26 @@ import aiohttp
 import attrs
 
 from ._config import RetryPolicy
-from ._errors import APIError, RateLimitError, ServiceUnavailableError, TransportError, Veo4kError
+from ._errors import (
+    APIError,
+    EdgeBlockedError,
+    RateLimitError,
+    ServiceUnavailableError,
+    TransportError,
+    Veo4kError,
+)
 from ._limiter import Pacer
 from ._wire import (
     MAX_BODY_BYTES,
     TRANSIENT_CODES,
     Envelope,
+    edge_blocked,
     error_for,
     is_transient,
     parse_envelope,
 )
 
-__all__ = ["Api", "Counter", "RetryHook"]
+__all__ = ["Api", "Counter", "RetryHook", "default_user_agent", "retry_delay"]
 
 log = logging.getLogger("veo4k")
 
@@ -70,6 +78,28 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return min(seconds, 3600.0)
 
 
+def default_user_agent() -> str:
+    """``veo4k/<version> (+python aiohttp)``: Kie's edge (Cloudflare) blocks anonymous clients."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("veo4k")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        ours = "0"
+    return f"veo4k/{ours} (+python aiohttp)"
+
+
+def retry_delay(retry: RetryPolicy, rng: random.Random, exc: Veo4kError, cap: float) -> float:
+    """Full jitter under ``cap``, at least the server's ``Retry-After`` or the maintenance
+    wait, each cut to ``retry.max_retry_after``."""
+    delay = rng.uniform(0.0, cap)
+    if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+        delay = max(delay, min(exc.retry_after, retry.max_retry_after))
+    if isinstance(exc, ServiceUnavailableError):
+        delay = max(delay, min(retry.maintenance_wait, retry.max_retry_after))
+    return delay
+
+
 async def read_capped(resp: aiohttp.ClientResponse, cap: int = MAX_BODY_BYTES) -> bytes:
     """Read at most ``cap`` bytes of a body; a longer one is a transport fault."""
     chunks: list[bytes] = []
@@ -96,8 +126,10 @@ class Api:
         pacer: Pacer,
         rng: random.Random,
         max_connections: int,
+        user_agent: str | None = None,
     ) -> None:
         self._session = session
+        self._user_agent = user_agent or default_user_agent()
         self._base_url = base_url
         self._key = _Key(api_key)
         # request_timeout is enforced by one periodic sweep over the requests in flight rather
@@ -124,12 +156,16 @@ class Api:
         params: Mapping[str, str] | None = None,
         counter: Counter | None = None,
         on_retry: RetryHook | None = None,
+        attempts: int | None = None,
     ) -> Envelope:
         """Return the envelope of a non-transient answer, or raise after bounded retries.
 
-        A transient answer (transport fault, 429, 455, 5xx other than "4K unavailable") is
-        retried with full-jitter backoff; any other code is returned for the caller to classify.
+        A transient answer (transport fault, 408, 429, 455, 5xx other than 501/505 or "4K
+        unavailable") is retried with full-jitter backoff, up to ``attempts`` tries (default:
+        the RetryPolicy's; a wait passes 1 and retries on its own schedule up to its deadline);
+        any other code is returned for the caller to classify.
         """
+        max_attempts = self._retry.attempts if attempts is None else attempts
         caps = self._retry.backoff_caps()
         loop = asyncio.get_running_loop()
         attempt = 0
@@ -146,19 +182,16 @@ class Api:
             except (TransportError, APIError) as exc:
                 if isinstance(exc, RateLimitError):
                     self._pacer.on_rate_limited(granted_at, exc.retry_after, loop.time())
-                retryable = is_transient(exc) and not (
-                    isinstance(exc, TransportError) and not exc.retryable
-                )
-                if not retryable:
+                if not is_transient(exc):
                     raise
-                if attempt >= self._retry.attempts:
+                if attempt >= max_attempts:
                     if isinstance(exc, TransportError):
                         raise exc.replace(attempts=attempt) from exc
                     raise
                 delay = self._delay(exc, next(caps))
                 log.debug(
                     "retrying %s %s task=%s after %s in %.2f s (attempt %d/%d)",
-                    method, path, task_id, type(exc).__name__, delay, attempt, self._retry.attempts,
+                    method, path, task_id, type(exc).__name__, delay, attempt, max_attempts,
                 )  # fmt: skip
                 if on_retry is not None:
                     await on_retry(exc, attempt, delay)
@@ -199,12 +232,7 @@ class Api:
             self._sweeper = None
 
     def _delay(self, exc: Veo4kError, cap: float) -> float:
-        delay = self._rng.uniform(0.0, cap)
-        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
-        if isinstance(exc, ServiceUnavailableError):
-            delay = max(delay, self._retry.maintenance_wait)
-        return delay
+        return retry_delay(self._retry, self._rng, exc, cap)
 
     async def _send(
         self,
@@ -217,7 +245,11 @@ class Api:
     ) -> Envelope:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {self._key.reveal()}",
+            "Accept": "application/json",
+            "User-Agent": self._user_agent,
+        }
         try:
             async with (
                 self._deadline(started),
@@ -241,6 +273,8 @@ class Api:
                     )
                 body = await read_capped(resp)
                 retry_after = parse_retry_after(resp.headers)
+                if retry_after is not None:  # one header must not pause the client for an hour
+                    retry_after = min(retry_after, self._retry.max_retry_after)
         except TimeoutError:
             raise TransportError(
                 f"no complete answer within request_timeout={self._request_timeout:g} s",
@@ -254,6 +288,8 @@ class Api:
         try:
             env = parse_envelope(body, http_status=status, retry_after=retry_after)
         except TransportError as exc:
+            if edge_blocked(status, body):
+                raise EdgeBlockedError(status=status, task_id=task_id) from None
             # A 4xx page that is not an envelope will not change on retry (wrong base_url...).
             retryable = not (400 <= status < 500 and status not in (408, 425, 429))
             raise exc.replace(task_id=task_id, retryable=retryable) from None

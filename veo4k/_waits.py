@@ -15,8 +15,9 @@ import random
 from collections.abc import Iterable
 
 from ._callbacks import CallbackEvent
-from ._config import PollPolicy
+from ._config import PollPolicy, RetryPolicy
 from ._errors import ClientStateError, FourKUnavailableError
+from ._listeners import ListenerHub
 from ._models import FourKStatus
 from ._poll import GetRecord, SharedWait, Submit, Subscription
 
@@ -36,9 +37,15 @@ class WaitRegistry:
         rng: random.Random,
         trust_callback_urls: bool,
         max_steps: int = 100,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        self._submit = submit
-        self._get_record = get_record
+        # One try per step: a wait rides out transient failures on its own schedule, up to its
+        # deadline, rather than giving up after RetryPolicy.attempts.
+        self._submit: Submit = functools.partial(submit, attempts=1)
+        self._get_record: GetRecord = functools.partial(get_record, attempts=1)
+        self._retry = retry or RetryPolicy()
+        self.listeners = ListenerHub()
+        """Runs the async on_update listeners of every wait of this client."""
         self._rng = rng
         self._trust = trust_callback_urls
         self._waits: dict[tuple[str, int], SharedWait] = {}
@@ -83,7 +90,7 @@ class WaitRegistry:
         shared = SharedWait(
             task_id, index, policy, self._rng, now=loop.time(), phase=self._phase,
             submit=submit, get_record=self._get_record, on_end=self._finished,
-            launch=self._launch,
+            launch=self._launch, retry=self._retry, hub=self.listeners,
         )  # fmt: skip
         self._waits[key] = shared
         self._by_task.setdefault(task_id, []).append(shared)
@@ -105,6 +112,7 @@ class WaitRegistry:
         for shared in waits:
             shared.stop(ClientStateError("the client was closed while this wait ran"))
         await settle(waits)
+        await self.listeners.close()
         self._waits.clear()
         self._by_task.clear()
         self._ready.clear()

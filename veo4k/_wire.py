@@ -19,15 +19,21 @@ from ._errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    EdgeBlockedError,
+    FeatureDisabledError,
     FourKUnavailableError,
+    GenerationFailedError,
     InsufficientCreditsError,
     MediaFetchError,
     NotFoundError,
+    QuotaExceededError,
     RateLimitError,
     ServerError,
     ServiceUnavailableError,
     SourceNotReadyError,
+    SubKeyLimitError,
     TransportError,
+    UpstreamTimeoutError,
     ValidationError,
 )
 from ._models import FourKStatus, TaskRecord
@@ -40,12 +46,20 @@ _CODE_ERRORS: dict[int, type[APIError]] = {
     401: AuthenticationError,
     402: InsufficientCreditsError,
     404: NotFoundError,
+    408: UpstreamTimeoutError,
     422: ValidationError,
     429: RateLimitError,
+    433: SubKeyLimitError,
     451: MediaFetchError,
     455: ServiceUnavailableError,
+    501: GenerationFailedError,
+    505: FeatureDisabledError,
 }
-TRANSIENT_CODES = frozenset({429, 455}) | frozenset(range(500, 600))
+FINAL_5XX = frozenset({501, 505})
+TRANSIENT_CODES = frozenset({408, 429, 455}) | (frozenset(range(500, 600)) - FINAL_5XX)
+"""Codes a one-off call retries and a wait polls through (a quota 429 is told apart by msg)."""
+_QUOTA_WORDS = ("quota", "daily", "hourly", "per day", "per hour", "monthly", "total")
+_NULLS = frozenset({"null", "none", "undefined"})
 
 
 @attrs.frozen
@@ -86,14 +100,26 @@ def parse_envelope(body: bytes, *, http_status: int, retry_after: float | None =
             "response code is not an integer", status=http_status, excerpt=excerpt(body)
         ) from None
     msg = payload.get("msg")
+    if msg is None:
+        msg = payload.get("message")  # some samples say "message"
     if not isinstance(msg, str):
         msg = "" if msg is None else str(msg)
     return Envelope(code, msg, payload.get("data"), http_status, retry_after)
 
 
+def is_null(value: object) -> bool:
+    """``None``, or a string Kie uses for an absent value (``"null"``)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in _NULLS)
+
+
+def edge_blocked(status: int, body: bytes) -> bool:
+    """Cloudflare's ``403 error code: 1010`` (a refused client signature), not an envelope."""
+    return status == 403 and b"error code: 1010" in body[:EXCERPT_CHARS]
+
+
 def url_list(value: object) -> tuple[str, ...]:
     """Accept a list of URLs, a JSON-encoded list, a single URL string, or nothing."""
-    if value is None or value == "":
+    if value == "" or is_null(value):
         return ()
     if isinstance(value, str):
         text = value.strip()
@@ -113,8 +139,10 @@ def url_list(value: object) -> tuple[str, ...]:
 
 def parse_time(value: object) -> datetime | None:
     """Parse ``2025-06-06 10:30:00`` (taken as UTC), ISO 8601, or epoch s/ms into aware UTC."""
-    if value is None or value == "":
+    if value == "" or is_null(value):
         return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())  # epoch seconds or milliseconds as a string
     if isinstance(value, bool):
         raise ValueError("a time cannot be a boolean")
     if isinstance(value, int | float):
@@ -130,7 +158,9 @@ def parse_time(value: object) -> datetime | None:
 
 
 def _error_code(value: object, _: object) -> int | str | None:
-    if value is None or isinstance(value, int | str):
+    if is_null(value):
+        return None
+    if isinstance(value, int | str):
         return value
     return str(value)
 
@@ -142,8 +172,9 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t == datetime | None, lambda v, _: parse_time(v))
     conv.register_structure_hook_func(lambda t: t == int | str | None, _error_code)
     conv.register_structure_hook_func(
-        lambda t: t == str | None, lambda v, _: None if v is None else str(v)
+        lambda t: t == str | None, lambda v, _: None if is_null(v) else str(v)
     )
+    conv.register_structure_hook_func(lambda t: t == float | None, lambda v, _: _number(v))
     conv.register_structure_hook(
         TaskRecord,
         make_dict_structure_fn(
@@ -152,7 +183,9 @@ def make_converter() -> cattrs.Converter:
             task_id=override(rename="taskId"),
             success_flag=override(rename="successFlag"),
             result_urls=override(rename="resultUrls"),
+            full_result_urls=override(rename="fullResultUrls"),
             origin_urls=override(rename="originUrls"),
+            credits=override(rename="creditsConsumed"),
             error_code=override(rename="errorCode"),
             error_message=override(rename="errorMessage"),
             create_time=override(rename="createTime"),
@@ -162,8 +195,16 @@ def make_converter() -> cattrs.Converter:
     return conv
 
 
+def _number(value: object) -> float | None:
+    if is_null(value) or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
 def _nulls_dropped(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not None}
+    return {k: v for k, v in data.items() if not is_null(v)}
 
 
 def parse_record(conv: cattrs.Converter, env: Envelope, task_id: str) -> TaskRecord:
@@ -174,8 +215,8 @@ def parse_record(conv: cattrs.Converter, env: Envelope, task_id: str) -> TaskRec
     flat = _nulls_dropped(data)
     response = data.get("response")
     if isinstance(response, dict):
-        for key in ("resultUrls", "originUrls", "resolution"):
-            if response.get(key) is not None:
+        for key in ("resultUrls", "fullResultUrls", "originUrls", "resolution"):
+            if not is_null(response.get(key)):
                 flat[key] = response[key]
     flat.setdefault("taskId", task_id)
     if "errorMessage" in flat:
@@ -211,25 +252,37 @@ def _is_source_not_ready(msg: str) -> bool:
     return "status is not success" in msg.lower()
 
 
+def _is_quota(msg: str) -> bool:
+    low = msg.lower()
+    return any(word in low for word in _QUOTA_WORDS)
+
+
 def error_for(env: Envelope, task_id: str | None) -> APIError:
     """The typed error for a non-success envelope (code table of kie-api.md)."""
     kwargs: dict[str, Any] = {"http_status": env.http_status}
+    if env.code == 429 and _is_quota(env.msg):
+        return QuotaExceededError(env.code, env.msg, task_id, **kwargs)
     if env.code == 429:
         return RateLimitError(env.code, env.msg, task_id, retry_after=env.retry_after, **kwargs)
     if env.code >= 500 and _is_unavailable(env.msg):
         return FourKUnavailableError(env.code, env.msg, task_id, **kwargs)
     if env.code == 422 and _is_source_not_ready(env.msg):
         return SourceNotReadyError(env.code, env.msg, task_id, **kwargs)
-    if env.code >= 500:
+    if env.code >= 500 and env.code not in FINAL_5XX:
         return ServerError(env.code, env.msg, task_id, **kwargs)
     return _CODE_ERRORS.get(env.code, APIError)(env.code, env.msg, task_id, **kwargs)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: transport faults, 429, 455 and 5xx (but not "4K unavailable")."""
+    """Worth retrying, and no reason to end a wait: transport faults (unless marked final),
+    408, a rate-type 429, 455 and 5xx (but not 501, 505 or "4K unavailable").
+
+    Everything else veo4k raises is final: auth, credits, quota, sub-key limit, validation,
+    unusable source, "4K unavailable", generation failed, feature disabled, edge block.
+    """
     if isinstance(exc, TransportError):
-        return True
-    if isinstance(exc, FourKUnavailableError):
+        return exc.retryable
+    if isinstance(exc, FourKUnavailableError | QuotaExceededError | EdgeBlockedError):
         return False
     return isinstance(exc, APIError) and exc.code in TRANSIENT_CODES
 
@@ -248,6 +301,9 @@ def fourk_status(env: Envelope, task_id: str, index: int) -> FourKStatus:
         raise TransportError(
             f"get-4k-video answer is malformed ({exc})", status=env.http_status, task_id=task_id
         ) from None
+    # Kie may name the 4K job with an id of its own (undocumented): keep it, never rely on it.
+    job_id = data.get("taskId")
+    fourk_task_id = job_id if isinstance(job_id, str) and job_id and job_id != task_id else None
     if result_urls:
         return FourKStatus(
             task_id=task_id,
@@ -257,7 +313,15 @@ def fourk_status(env: Envelope, task_id: str, index: int) -> FourKStatus:
             image_urls=image_urls,
             msg=env.msg,
             code=env.code,
+            fourk_task_id=fourk_task_id,
         )
     if env.code == 200 or (env.code == 422 and _is_processing(env.msg)):
-        return FourKStatus(task_id=task_id, index=index, ready=False, msg=env.msg, code=env.code)
+        return FourKStatus(
+            task_id=task_id,
+            index=index,
+            ready=False,
+            msg=env.msg,
+            code=env.code,
+            fourk_task_id=fourk_task_id,
+        )
     raise error_for(env, task_id)
