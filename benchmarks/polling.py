@@ -17,66 +17,18 @@ import asyncio
 import bisect
 import random
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import aiohttp
 import attrs
 import backoff
 import looptime
 
 import veo4k
-from veo4k.testing import FakeKie
+from veo4k.testing import SIMULATED_BASE_URL as BASE
+from veo4k.testing import FakeKie, InProcessSession
 
 from _common import RESULTS, percentile, save, table
-
-BASE = "http://kie.simulated"
-
-
-# -- an in-process transport: the fake's answers without sockets --------------------------------
-
-
-class _Content:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    async def iter_any(self) -> Any:
-        yield self._body
-
-
-class _Response:
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status = status
-        self.headers: dict[str, str] = {}
-        self.content = _Content(body)
-
-    async def __aenter__(self) -> _Response:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)  # aiohttp discourages subclassing
-
-    class SimSession(aiohttp.ClientSession):
-        """Hands each request to ``FakeKie.answer`` in process."""
-
-        def __init__(self, fake: FakeKie) -> None:
-            super().__init__()
-            self._fake = fake
-
-        def request(self, method: str, url: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-            status, body = self._fake.answer(
-                method,
-                str(url).removeprefix(BASE),
-                json_body=kwargs.get("json"),
-                query=dict(kwargs.get("params") or {}),
-                authorization=kwargs["headers"]["Authorization"],
-            )
-            return _Response(status, body)
 
 
 # -- policies ------------------------------------------------------------------------------------
@@ -106,10 +58,10 @@ POLICIES: dict[str, veo4k.PollPolicy | str] = {
 CANDIDATES: dict[str, veo4k.PollPolicy | str] = {
     f"first {first:g}+U(0,{jit:g}), then {interval:g}+U(0,{wj:g})": veo4k.PollPolicy(
         first_delay=first,
-        first_delay_jitter=jit,
+        first_delay_jitter=jit / first,  # jitter is a fraction of the delay it stretches
         wait_initial=interval,
         wait_max=interval,
-        wait_jitter=wj,
+        wait_jitter=wj / interval,
     )
     for first, jit, interval, wj in [
         (240, 60, 30, 1),
@@ -168,7 +120,7 @@ async def simulate(
     loop = asyncio.get_running_loop()
     returned: dict[str, float] = {}
     timeouts = 0
-    session = SimSession(fake)
+    session = InProcessSession(fake)
     async with veo4k.Veo4kClient(
         fake.api_key, base_url=BASE, rate_limit=None, session=session, callbacks=server,
         poll_policy=policy if isinstance(policy, veo4k.PollPolicy) else None,

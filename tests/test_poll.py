@@ -316,7 +316,8 @@ async def test_persistent_fault_ends_in_typed_error(
     with pytest.raises(veo4k.WaitTimeoutError) as waited:
         await client.wait_for_4k("t", timeout=0.5)
     cause = waited.value.__cause__
-    assert isinstance(cause, veo4k.TransportError) and cause.status == 503
+    assert isinstance(cause, veo4k.TransportError)
+    assert cause.status == 503
 
 
 async def test_slow_answer_hits_request_timeout(kie: FakeKie, make_client: ClientFactory) -> None:

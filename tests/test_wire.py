@@ -171,20 +171,60 @@ def test_422_record_status_not_success() -> None:
         (401, veo4k.AuthenticationError, False),
         (402, veo4k.InsufficientCreditsError, False),
         (404, veo4k.NotFoundError, False),
+        (408, veo4k.UpstreamTimeoutError, True),
         (429, veo4k.RateLimitError, True),
+        (433, veo4k.SubKeyLimitError, False),
         (451, veo4k.MediaFetchError, False),
         (455, veo4k.ServiceUnavailableError, True),
         (500, veo4k.ServerError, True),
+        (501, veo4k.GenerationFailedError, False),
         (503, veo4k.ServerError, True),
+        (505, veo4k.FeatureDisabledError, False),
         (418, veo4k.APIError, False),
     ],
 )
 def test_codes_map_to_typed_errors(code: int, error: type[veo4k.APIError], transient: bool) -> None:
-    """Each documented code raises its own APIError subclass; only 429/455/5xx are transient."""
+    """Each documented code raises its own APIError subclass; only 408, 429, 455 and 5xx other
+    than 501/505 are transient."""
     with pytest.raises(error) as info:
         fourk_status(env(code, "m"), "t", 0)
     assert type(info.value) is error
     assert is_transient(info.value) is transient
+
+
+@pytest.mark.parametrize(
+    "msg",
+    ["Daily quota exceeded for this key", "hourly limit reached", "Total usage quota reached"],
+)
+def test_quota_429_is_final(msg: str) -> None:
+    """A 429 naming an hourly/daily/total cap is QuotaExceededError: final, not a RateLimitError."""
+    with pytest.raises(veo4k.QuotaExceededError) as info:
+        fourk_status(env(429, msg, http_status=429), "t", 0)
+    assert not isinstance(info.value, veo4k.RateLimitError)
+    assert not is_transient(info.value)
+
+
+def test_edge_block_is_final_and_explained() -> None:
+    """Cloudflare's 1010 is EdgeBlockedError: final, not an auth error, says how to fix it."""
+    error = veo4k.EdgeBlockedError(task_id="t")
+    assert not is_transient(error)
+    assert not isinstance(error, veo4k.AuthenticationError)
+    assert "blocked at Kie's edge (Cloudflare 1010" in str(error)
+    assert "User-Agent" in str(error)
+
+
+def test_message_instead_of_msg() -> None:
+    """An envelope with ``message`` instead of ``msg`` keeps its text."""
+    body = json.dumps({"code": 200, "message": "success", "data": None}).encode()
+    assert parse_envelope(body, http_status=200).msg == "success"
+
+
+def test_differing_4k_task_id_is_kept() -> None:
+    """A data.taskId other than the source id is kept as fourk_task_id; the same id is not."""
+    other = fourk_status(env(200, "success", {"taskId": "job-4k"}), "t", 0)
+    assert other.fourk_task_id == "job-4k"
+    same = fourk_status(env(200, "success", {"taskId": "t"}), "t", 0)
+    assert same.fourk_task_id is None
 
 
 def test_500_unavailable_is_permanent() -> None:
@@ -247,3 +287,29 @@ def test_malformed_record_is_transport_error(data: object) -> None:
     """A record-info answer missing or mistyping required fields raises TransportError."""
     with pytest.raises(veo4k.TransportError):
         parse_record(make_converter(), env(200, "ok", data), "t")
+
+
+def test_record_info_variants_parse() -> None:
+    """ "null" strings, epoch-ms times (number or string), float credits, fullResultUrls and
+    unknown fields all parse (kie-api.md, samples)."""
+    data = {
+        "taskId": "t",
+        "successFlag": 1,
+        "response": {"resultUrls": "null", "fullResultUrls": ["http://x/full.mp4"]},
+        "errorCode": "null",
+        "errorMessage": "null",
+        "createTime": 1749205500000,
+        "completeTime": "1749205800000",
+        "creditsConsumed": 12.5,
+        "resolution": "null",
+        "brandNewField": {"a": [1]},
+    }
+    record = parse_record(make_converter(), env(200, "success", data), "t")
+    assert record.full_result_urls == ("http://x/full.mp4",)
+    assert record.result_urls == ()
+    assert record.error_code is None
+    assert record.error_message == ""
+    assert record.resolution is None
+    assert record.credits == 12.5
+    assert record.create_time == datetime(2025, 6, 6, 10, 25, tzinfo=UTC)
+    assert record.complete_time == datetime(2025, 6, 6, 10, 30, tzinfo=UTC)

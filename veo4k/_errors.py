@@ -232,7 +232,7 @@ class EdgeBlockedError(Veo4kError):
         self.task_id = task_id
         where = f" (task {task_id!r})" if task_id else ""
         super().__init__(
-            f"request blocked at Kie's edge (Cloudflare error 1010, HTTP {status}){where}: the "
+            f"request blocked at Kie's edge (Cloudflare 1010, HTTP {status}){where}: the "
             "request's signature, usually its User-Agent, was refused. This is not a bad API "
             "key and retrying the same request will not help: send a descriptive User-Agent "
             "(veo4k sends 'veo4k/<version> (+python aiohttp)' unless Veo4kClient(user_agent=...) "

@@ -15,26 +15,29 @@ from __future__ import annotations
 from .._config import PollPolicy, RetryPolicy
 from ._fake import FakeKie
 from ._faults import Fault, FaultKind
+from ._inprocess import SIMULATED_BASE_URL, InProcessSession
 from ._model import CallbackShape, FakeTask, TaskOutcome, fake_video_bytes
 
 __all__ = [
     "FAST_POLICY",
     "FAST_RETRY",
+    "SIMULATED_BASE_URL",
     "CallbackShape",
     "FakeKie",
     "FakeTask",
     "Fault",
     "FaultKind",
+    "InProcessSession",
     "TaskOutcome",
     "fake_video_bytes",
 ]
 
 FAST_POLICY = PollPolicy(
     first_delay=0.02,
-    first_delay_jitter=0.01,
+    first_delay_jitter=0.5,
     wait_initial=0.02,
     wait_max=0.05,
-    wait_jitter=0.01,
+    wait_jitter=0.2,
     timeout=10.0,
 )
 """A policy for tests against :class:`FakeKie`: milliseconds instead of minutes."""

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from .._signature import sign
-from ._faults import Fault, FaultKind, answer_fault, random_fault
+from ._faults import EDGE_BLOCK_BODY, Fault, FaultKind, answer_fault, fault_answer, random_fault
 from ._model import (
     MSG_DONE,
     MSG_NOT_SUCCESS,
@@ -29,6 +29,7 @@ from ._model import (
     TaskOutcome,
     callback_body,
     fake_video_bytes,
+    record_data,
 )
 
 __all__ = ["CallbackShape", "FakeKie", "FakeTask", "TaskOutcome"]
@@ -45,7 +46,9 @@ class FakeKie:
     ``async with FakeKie() as kie:`` starts it; point a client at ``kie.base_url`` with
     ``kie.api_key``. Tasks are created on first use (``auto_create``) or with :meth:`add_task`.
     Faults are queued with :meth:`inject` or drawn at ``fault_rate``; ``rate_limit`` enforces
-    ``(max_requests, period)`` over every API request, as a sliding window.
+    ``(max_requests, period)`` over every API request, as a sliding window. With
+    ``require_user_agent`` the fake answers as Kie's edge does to anonymous clients: a request
+    with no User-Agent, or aiohttp's default one, gets HTTP 403 ``error code: 1010``.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class FakeKie:
         fault_rate: float = 0.0,
         callback_sink: Callable[[str, bytes, dict[str, str]], Awaitable[object]] | None = None,
         seed: int = 0,
+        require_user_agent: bool = False,
         file_size: int = 65_536,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -82,6 +86,9 @@ class FakeKie:
         self.deliver_callbacks = deliver_callbacks
         self.fault_rate = fault_rate
         self.callback_sink = callback_sink
+        self.require_user_agent = require_user_agent
+        self.user_agents: collections.Counter[str] = collections.Counter()
+        """User-Agent headers seen on API requests."""
         self.on_submission: Callable[[FakeTask, int], object] | None = None
         """Called with (task, index) whenever a paid 4K job starts: lets tests await it."""
         self.file_size = file_size
@@ -226,8 +233,9 @@ class FakeKie:
         return False
 
     def _take_fault(self, path: str, task_id: str | None) -> Fault | None:
+        now = self._now()
         for fault in self._faults:
-            if fault.matches(path, task_id):
+            if fault.matches(path, task_id, now):
                 fault.times -= 1
                 self.stats.faults_fired[fault.kind.value] += 1
                 return fault
@@ -243,8 +251,14 @@ class FakeKie:
         self.stats.times.append(now)
         return now
 
-    def _refusal_of(self, authorization: str | None, now: float) -> web.Response | None:
-        """401 for a bad key, 429 over the rate limit, else None: the same for every path."""
+    def _refusal_of(
+        self, authorization: str | None, now: float, user_agent: str | None = None
+    ) -> web.Response | None:
+        """1010 for an anonymous client (if required), 401 for a bad key, 429 over the rate
+        limit, else None: the same for every path."""
+        self.user_agents[user_agent or ""] += 1
+        if self.require_user_agent and (not user_agent or user_agent.startswith("Python/")):
+            return web.Response(status=403, body=EDGE_BLOCK_BODY, content_type="text/plain")
         if authorization != f"Bearer {self.api_key}":
             return self._envelope(401, "You do not have access permissions")
         if self._over_limit(now):
@@ -261,7 +275,8 @@ class FakeKie:
         fault = self._take_fault(path, task_id)
         if fault is not None and fault.acts_first:
             return await answer_fault(fault, request)
-        refusal = self._refusal_of(request.headers.get("Authorization"), now)
+        headers = request.headers
+        refusal = self._refusal_of(headers.get("Authorization"), now, headers.get("User-Agent"))
         return refusal if refusal is not None else (fault,)
 
     async def _finish(
@@ -292,9 +307,59 @@ class FakeKie:
 
         The same documented behaviour as over the wire (auth, rate limit, task states), minus
         injected faults; for simulations in virtual time (``benchmarks/polling.py``).
+        :meth:`respond` applies the injected faults too.
         """
+        status, body, _ = self._answer(
+            method, path, json_body, query, authorization, None, self._count(path)
+        )
+        return status, body
+
+    def respond(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """Like :meth:`answer`, injected faults included, with the response headers.
+
+        A fault about the connection raises :class:`ConnectionRefusedError` (``REFUSED``) or
+        :class:`ConnectionResetError` (``RESET_*``; a ``RESET_AFTER`` submission still counts);
+        ``SLOW`` is answered at once (in process there is no wire to be slow on).
+        """
+        headers = headers or {}
+        body = json_body if isinstance(json_body, dict) else {}
+        task_id = body.get("taskId") if path == FOURK else (query or {}).get("taskId")
         now = self._count(path)
-        refusal = self._refusal_of(authorization, now)
+        fault = self._take_fault(path, task_id if isinstance(task_id, str) else None)
+        if fault is not None and fault.acts_first:
+            if fault.kind is FaultKind.REFUSED:
+                raise ConnectionRefusedError(111, "Connection refused (injected)")
+            canned = fault_answer(fault)
+            if canned is None:
+                raise ConnectionResetError(104, "Connection reset by peer (injected)")
+            return canned
+        answer = self._answer(
+            method, path, json_body, query, headers.get("Authorization"),
+            headers.get("User-Agent"), now,
+        )  # fmt: skip
+        if fault is not None and fault.kind is FaultKind.RESET_AFTER:
+            raise ConnectionResetError(104, "Connection reset by peer (injected)")
+        return answer
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        query: dict[str, str] | None,
+        authorization: str | None,
+        user_agent: str | None,
+        now: float,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        refusal = self._refusal_of(authorization, now, user_agent)
         if refusal is not None:
             resp = refusal
         elif (method, path) == ("POST", FOURK):
@@ -304,7 +369,7 @@ class FakeKie:
         else:
             resp = self._envelope(404, "Not found")
         assert isinstance(resp.body, bytes)
-        return resp.status, resp.body
+        return resp.status, resp.body, dict(resp.headers)
 
     async def _fourk(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -344,18 +409,19 @@ class FakeKie:
             if callback_url and self.deliver_callbacks:
                 self._schedule_callback(task, index, callback_url, task.ready_after)
             if task.ready_after > 0:
-                data: dict[str, Any] = {"taskId": task.task_id}
+                data: dict[str, Any] = {"taskId": task.fourk_task_id or task.task_id}
                 if not task.legacy_accept:
                     data |= {"resultUrls": None, "imageUrls": None}
                 return self._envelope(200, "success", data)
+        job_id = task.fourk_task_id or task.task_id
         if now - job.started < task.ready_after:
-            data = {"taskId": task.task_id, "resultUrls": None, "imageUrls": None}
+            data = {"taskId": job_id, "resultUrls": None, "imageUrls": None}
             return self._envelope(422, MSG_PROCESSING, data)
         job.done = True
         if task.outcome is TaskOutcome.UNAVAILABLE:
             return self._envelope(500, MSG_UNAVAILABLE, {"taskId": task.task_id})
         urls = self._urls(task, index)
-        return self._envelope(task.done_code, MSG_DONE, {"taskId": task.task_id, **urls})
+        return self._envelope(task.done_code, MSG_DONE, {"taskId": job_id, **urls})
 
     def _refusal(self, task: FakeTask, now: float) -> web.Response | None:
         outcome = task.outcome
@@ -396,27 +462,17 @@ class FakeKie:
         if task is None:
             return self._envelope(422, "record is null.")
         now = self._now()
-        flag, error_code, error_message = 1, None, ""
+        flag = 1
         if task.outcome is TaskOutcome.SOURCE_FAILED:
-            flag, error_code, error_message = 2, 400, "Generation failed: content policy."
+            flag = 2
         elif task.outcome is TaskOutcome.SOURCE_GENERATING and (
             now - task.created_at < task.source_ready_after
         ):
             flag = 0
         source = f"{self.file_base_url}/files/{task.task_id}_1080p.mp4"
-        data = {
-            "taskId": task.task_id,
-            "paramJson": json.dumps({"prompt": "a fake prompt"}),
-            "completeTime": "2025-06-06 10:30:00" if flag == 1 else None,
-            "response": {"taskId": task.task_id, "resultUrls": [source], "resolution": "1080p"}
-            if flag == 1
-            else None,
-            "successFlag": flag,
-            "errorCode": error_code,
-            "errorMessage": error_message,
-            "createTime": "2025-06-06T10:25:00Z",
-            "fallbackFlag": False,
-        }
+        data = record_data(task, flag, source)
+        if task.record_quirks:  # "message" instead of "msg"
+            return web.json_response({"code": 200, "message": "success", "data": data})
         return self._envelope(200, "success", data)
 
     async def _download_url(self, request: web.Request) -> web.StreamResponse:

@@ -22,6 +22,7 @@ __all__ = [
     "TaskOutcome",
     "callback_body",
     "fake_video_bytes",
+    "record_data",
 ]
 
 MSG_PROCESSING = "4k is processing. It should be ready in 5-10 minutes. Please check back shortly."
@@ -84,6 +85,11 @@ class FakeTask:
     """Send URL lists as a JSON-encoded string, as one doc sample does."""
     legacy_accept: bool = False
     """Answer the first submission with ``data`` holding only ``taskId`` (older docs)."""
+    fourk_task_id: str | None = None
+    """A new id Kie gives the 4K job in get-4k-video's ``data.taskId`` (undocumented)."""
+    record_quirks: bool = False
+    """Answer record-info with the variants seen in samples: ``"null"`` strings, ``message``
+    instead of ``msg``, epoch-millisecond times, float credits, ``fullResultUrls``, extra fields."""
     created_at: float = 0.0
     jobs: dict[int, Job] = attrs.field(factory=dict)
     posts: collections.Counter[int] = attrs.field(factory=collections.Counter)
@@ -109,6 +115,41 @@ class Stats:
     range_requests: int = 0
     callbacks_sent: int = 0
     callbacks_failed: int = 0
+
+
+def record_data(task: FakeTask, flag: int, source: str) -> dict[str, Any]:
+    """The ``data`` of a record-info answer for ``task`` in state ``flag``."""
+    error_code, error_message = (400, "Generation failed: content policy.") if flag == 2 else (
+        None, "")  # fmt: skip
+    response = {"taskId": task.task_id, "resultUrls": [source], "resolution": "1080p"}
+    if task.record_quirks:
+        null = "null"
+        return {
+            "taskId": task.task_id,
+            "paramJson": null,
+            "completeTime": 1749205800000 if flag == 1 else null,
+            "response": {**response, "fullResultUrls": [source], "originUrls": null}
+            if flag == 1
+            else null,
+            "successFlag": flag,
+            "errorCode": error_code if error_code is not None else null,
+            "errorMessage": error_message or null,
+            "createTime": 1749205500000,
+            "creditsConsumed": 12.5,
+            "fallbackFlag": False,
+            "someFutureField": {"nested": [1, 2, 3]},
+        }
+    return {
+        "taskId": task.task_id,
+        "paramJson": json.dumps({"prompt": "a fake prompt"}),
+        "completeTime": "2025-06-06 10:30:00" if flag == 1 else None,
+        "response": response if flag == 1 else None,
+        "successFlag": flag,
+        "errorCode": error_code,
+        "errorMessage": error_message,
+        "createTime": "2025-06-06T10:25:00Z",
+        "fallbackFlag": False,
+    }
 
 
 def fake_video_bytes(name: str, size: int) -> bytes:
