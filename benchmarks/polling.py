@@ -30,7 +30,6 @@ from veo4k.testing import FakeKie, InProcessSession
 
 from _common import RESULTS, percentile, save, table
 
-
 # -- policies ------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import veo4k
+import veo4k.testing
 from veo4k.testing import FakeKie
 
 
@@ -36,3 +37,28 @@ async def typed_usage(kie: FakeKie) -> None:
         msg: str = exc.msg
         task: str | None = exc.task_id
     del ready, url, record, maybe, error, first, one, code, msg, task, path, counts, event, valid
+
+
+async def issue_11_names() -> None:
+    policy = veo4k.PollPolicy(first_delay_jitter=0.1, wait_jitter=0.05, safety_net_interval=900.0)
+    net: veo4k.PollPolicy = policy.safety_net()
+    retry = veo4k.RetryPolicy(max_retry_after=60.0)
+    async with veo4k.Veo4kClient("k", user_agent="acme/1.0", retry_policy=retry) as client:
+        result = await client.wait_for_4k("t", poll_policy=net)
+        job: str | None = result.fourk_task_id
+        record = await client.get_record("t")
+        credits: float | None = record.credits
+        full: tuple[str, ...] = record.full_result_urls
+    final_errors: tuple[type[veo4k.Veo4kError], ...] = (
+        veo4k.EdgeBlockedError,
+        veo4k.FeatureDisabledError,
+        veo4k.GenerationFailedError,
+        veo4k.QuotaExceededError,
+        veo4k.SubKeyLimitError,
+    )
+    transient: bool = veo4k.is_transient(veo4k.UpstreamTimeoutError(408, "slow"))
+    fake = veo4k.testing.FakeKie(require_user_agent=True)
+    session = veo4k.testing.InProcessSession(fake)
+    base: str = veo4k.testing.SIMULATED_BASE_URL
+    fake.inject(veo4k.testing.FaultKind.EDGE_BLOCK, until=60.0)
+    del job, credits, full, final_errors, transient, session, base
