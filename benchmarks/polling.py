@@ -231,9 +231,9 @@ def main() -> None:
         sweep_rows = run_all(CANDIDATES, args.tasks, args.seed)
         print("\ncandidates for the default (same batch and seed):\n")
         print(render(sweep_rows, args.tasks))
-    plot(main_rows)
     path = save("polling", {"tasks": args.tasks, "seed": args.seed, "policies": main_rows,
                             "candidates": sweep_rows})  # fmt: skip
+    plot(main_rows)
     print(f"\nsaved {path} and {RESULTS / 'polling.png'} in {time.perf_counter() - start:.0f} s")
 
 

@@ -15,7 +15,7 @@ from typing import Any, Self
 import aiohttp
 from aiohttp import web
 
-from .._signature import sign
+from ._delivery import CallbackSenderMixin, FileHostMixin
 from ._faults import EDGE_BLOCK_BODY, Fault, FaultKind, answer_fault, fault_answer, random_fault
 from ._model import (
     MSG_DONE,
@@ -27,8 +27,6 @@ from ._model import (
     Job,
     Stats,
     TaskOutcome,
-    callback_body,
-    fake_video_bytes,
     record_data,
 )
 
@@ -40,7 +38,7 @@ DOWNLOAD_URL = "/api/v1/common/download-url"
 CREDIT = "/api/v1/chat/credit"
 
 
-class FakeKie:
+class FakeKie(FileHostMixin, CallbackSenderMixin):
     """An aiohttp fake of Kie's Veo API on 127.0.0.1, for tests, demos and benchmarks.
 
     ``async with FakeKie() as kie:`` starts it; point a client at ``kie.base_url`` with
@@ -142,10 +140,6 @@ class FakeKie:
         """How many get-4k-video requests arrived for a task and index."""
         task = self.tasks.get(task_id)
         return task.posts[index] if task else 0
-
-    def result_url(self, task_id: str, index: int = 0) -> str:
-        """Where the fake serves the 4K file of a task."""
-        return f"{self.file_base_url}/files/{task_id}_{index}.mp4"
 
     def max_in_window(self, period: float) -> int:
         """The most API requests seen in any window of ``period`` seconds."""
@@ -522,99 +516,3 @@ class FakeKie:
             summary["times"] = list(self.stats.times)
             summary["rejected_times"] = list(self.stats.rejected_times)
         return web.json_response(summary)
-
-    # -- file host ---------------------------------------------------------------------------
-
-    async def _capture(self, request: web.Request) -> web.StreamResponse:
-        if "Authorization" in request.headers:
-            self.stats.file_auth_violations.append(str(request.url))
-        return web.Response(status=404)
-
-    async def _file(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if "Authorization" in request.headers:
-            self.stats.file_auth_violations.append(str(request.url))
-            return web.Response(status=400, text="Authorization header sent to the file host")
-        if name in self.expired_files:
-            return web.Response(status=403, text="expired")
-        data = fake_video_bytes(name, self.file_size)
-        start = 0
-        range_header = request.headers.get("Range", "")
-        if self.range_support and range_header.startswith("bytes=") and range_header.endswith("-"):
-            self.stats.range_requests += 1
-            start = int(range_header[6:-1] or 0)
-            if start >= len(data):
-                return web.Response(status=416)
-        status = 206 if start else 200
-        resp = web.StreamResponse(status=status)
-        resp.content_length = len(data) - start
-        resp.content_type = "video/mp4"
-        if start:
-            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        if self.range_support:
-            resp.headers["Accept-Ranges"] = "bytes"
-        await resp.prepare(request)
-        cut = self.interrupt_files.pop(name, None)
-        if cut is not None and cut > start:
-            await resp.write(data[start:cut])
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-            return resp
-        await resp.write(data[start:])
-        await resp.write_eof()
-        return resp
-
-    # -- callbacks ---------------------------------------------------------------------------
-
-    def _schedule_callback(self, task: FakeTask, index: int, url: str, after: float) -> None:
-        task_ref = asyncio.get_running_loop().create_task(
-            self._deliver(task, index, url, after + self.callback_delay)
-        )
-        self._deliveries.add(task_ref)
-        task_ref.add_done_callback(self._deliveries.discard)
-
-    def callback_payload(
-        self, task: FakeTask, index: int, shape: CallbackShape | None = None
-    ) -> dict[str, Any]:
-        """The body Kie would send to ``callBackUrl`` once the 4K job of ``task`` ends."""
-        shape = shape or self.callback_shape
-        if shape is CallbackShape.ROTATE:
-            shape = next(self._shapes)
-        return callback_body(task, shape, self.result_url(task.task_id, index))
-
-    def callback_headers(self, task_id: str, timestamp: int | None = None) -> dict[str, str]:
-        """Signed headers for a delivery about ``task_id`` (none without ``hmac_key``)."""
-        headers = {"Content-Type": "application/json"}
-        if self.hmac_key:
-            ts = int(time.time()) if timestamp is None else timestamp
-            headers["X-Webhook-Timestamp"] = str(ts)
-            headers["X-Webhook-Signature"] = sign(task_id, ts, self.hmac_key)
-        return headers
-
-    async def _deliver(self, task: FakeTask, index: int, url: str, after: float) -> None:
-        await asyncio.sleep(after)
-        body = json.dumps(self.callback_payload(task, index)).encode()
-        for _ in range(1 + self.callback_duplicates):
-            await self.post_callback(url, body, self.callback_headers(task.task_id))
-
-    async def post_callback(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        """POST one callback delivery as Kie does (15 s answer timeout); return the status.
-
-        With ``callback_sink`` set the delivery is handed to it in process instead.
-        """
-        if self.callback_sink is not None:
-            await self.callback_sink(url, body, headers)
-            self.stats.callbacks_sent += 1
-            return 200
-        assert self._session is not None, "FakeKie is not started"
-        try:
-            async with self._session.post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=15)
-            ) as resp:
-                await resp.read()
-                self.stats.callbacks_sent += 1
-                return resp.status
-        except (aiohttp.ClientError, TimeoutError):
-            self.stats.callbacks_failed += 1
-            return 0
