@@ -24,12 +24,13 @@ SCALE = 100.0
 def scaled(policy: veo4k.PollPolicy) -> veo4k.PollPolicy:
     return veo4k.PollPolicy(
         first_delay=policy.first_delay / SCALE,
-        first_delay_jitter=policy.first_delay_jitter / SCALE,
+        first_delay_jitter=policy.first_delay_jitter,  # a fraction: scale-free
         wait_initial=policy.wait_initial / SCALE,
         wait_max=policy.wait_max / SCALE,
         wait_exp_base=policy.wait_exp_base,
-        wait_jitter=policy.wait_jitter / SCALE,
+        wait_jitter=policy.wait_jitter,  # a fraction: scale-free
         timeout=policy.timeout / SCALE,
+        safety_net_interval=policy.safety_net_interval / SCALE,
     )
 
 

@@ -39,8 +39,8 @@ async def ticker(lags: list[float], stop: asyncio.Event) -> None:
 
 async def run(base_url: str, key: str, n: int, freeze: bool) -> dict[str, object]:
     policy = veo4k.PollPolicy(
-        first_delay=1.0, first_delay_jitter=2.0, wait_initial=1.0, wait_max=2.0,
-        wait_jitter=1.0, timeout=300.0,
+        first_delay=1.5, first_delay_jitter=1.0, wait_initial=1.0, wait_max=2.0,
+        wait_jitter=0.5, timeout=300.0,
     )  # fmt: skip
     async with veo4k.Veo4kClient(key, base_url=base_url, poll_policy=policy, rate_limit=None) as c:
         await c.request_4k("warmup")  # session and connector exist before the baseline
