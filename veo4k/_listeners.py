@@ -32,9 +32,10 @@ MAX_BACKLOG = 1000
 
 
 class _Pump:
-    __slots__ = ("backlog", "task")
+    __slots__ = ("backlog", "listener", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener  # held so its id() is not reused while the pump lives
         self.backlog: collections.deque[Awaitable[object]] = collections.deque()
         self.task: asyncio.Task[None] | None = None
 
@@ -63,7 +64,7 @@ class ListenerHub:
         key = id(listener)
         pump = self._pumps.get(key)
         if pump is None:
-            pump = self._pumps[key] = _Pump()
+            pump = self._pumps[key] = _Pump(listener)
             pump.task = asyncio.get_running_loop().create_task(
                 self._run(key, pump), name="veo4k-listener", context=context
             )

@@ -40,3 +40,22 @@ async def test_chaos_run(make_client: ClientFactory) -> None:
         fired = sum(fake.stats.faults_fired.values())
         assert fired > 0.15 * sum(fake.stats.requests.values())
         assert len(fake.stats.faults_fired) >= 8  # a real mix of fault kinds
+
+
+async def test_thirty_percent_broken_answers_and_a_tiny_retry_budget(
+    make_client: ClientFactory,
+) -> None:
+    """Issue 11: with 30 % of answers broken and RetryPolicy.attempts=2, waits still ride the
+    faults out to their results: the retry budget bounds one-off calls, not waits."""
+    async with FakeKie(ready_after=(0.05, 0.3), fault_rate=0.3, seed=7) as fake:
+        client = make_client(
+            base_url=fake.base_url,
+            api_key=fake.api_key,
+            retry_policy=attrs.evolve(FAST_RETRY, attempts=2),
+        )
+        ids = [f"storm_{i}" for i in range(150)]
+        outcomes = [o async for o in client.as_completed(ids, timeout=60)]
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
+        assert sorted(o.task_id for o in outcomes) == sorted(ids)
+        assert [fake.submissions(t) for t in ids] == [1] * len(ids)
+        assert sum(fake.stats.faults_fired.values()) > 0.2 * sum(fake.stats.requests.values())
