@@ -381,7 +381,8 @@ class SharedWait:
             look_at = first.deadline - last_look_lead(first.timeout)
             if now + delay > look_at and self._looked_for != first.deadline:
                 self._looked_for = first.deadline
-                delay = max(0.0, look_at - now)
+                if now < look_at:  # else the request that just ended was that last look
+                    delay = look_at - now
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(delay, self._next_step, context=self._context)
         return delay
