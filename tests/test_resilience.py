@@ -216,3 +216,76 @@ async def test_safety_net_interval_is_configurable() -> None:
         result = await client.wait_for_4k("t")
     assert 300 <= result.elapsed <= 300 * 1.06
     assert result.requests == 4  # submission, then about 100, 200 and 300 s
+
+
+CODES = [
+    (402, "Insufficient credits", veo4k.InsufficientCreditsError, True),
+    (408, "Upstream took longer than 10 minutes", veo4k.UpstreamTimeoutError, False),
+    (429, "Too many requests", veo4k.RateLimitError, False),
+    (429, "Daily quota exceeded", veo4k.QuotaExceededError, True),
+    (433, "Sub-key usage limit exceeded", veo4k.SubKeyLimitError, True),
+    (455, "Service under maintenance", veo4k.ServiceUnavailableError, False),
+    (500, "Internal Error, Please try again later.", veo4k.ServerError, False),
+    (501, "Generation failed", veo4k.GenerationFailedError, True),
+    (505, "Feature disabled", veo4k.FeatureDisabledError, True),
+]
+
+
+@pytest.mark.parametrize(("code", "msg", "error", "final"), CODES, ids=lambda v: str(v)[:12])
+def test_every_code_is_final_or_transient(
+    code: int, msg: str, error: type[veo4k.APIError], final: bool
+) -> None:
+    """Item 7: a final code ends the wait at once; a transient one runs it to its deadline
+    and becomes the timeout's cause."""
+
+    @virtual_time
+    async def run() -> None:
+        fake = FakeKie(auto_create=False)
+        fake.add_task("t", ready_after=5)
+        fake.inject(FaultKind.ENVELOPE, code=code, msg=msg, status=code, times=10**6)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with simulated(fake) as client:
+            with pytest.raises(veo4k.Veo4kError) as info:
+                await client.wait_for_4k("t", timeout=120)
+        took = loop.time() - start
+        if final:
+            assert type(info.value) is error
+            assert took < 0.01
+            assert fake.stats.requests["/api/v1/veo/get-4k-video"] == 1
+        else:
+            assert isinstance(info.value, veo4k.WaitTimeoutError)
+            assert type(info.value.__cause__) is error
+            assert took == pytest.approx(120, abs=0.1)
+
+    run()
+
+
+@virtual_time
+async def test_edge_block_and_user_agent_in_process() -> None:
+    """Item 7: aiohttp's bare User-Agent is blocked at the fake's edge (final, typed);
+    veo4k's own gets through."""
+    fake = FakeKie(auto_create=False, require_user_agent=True)
+    fake.add_task("t", ready_after=0)
+    async with simulated(fake, user_agent="Python/3.11 aiohttp/3.9") as bare:
+        with pytest.raises(veo4k.EdgeBlockedError):
+            await bare.wait_for_4k("t", timeout=60)
+    async with simulated(fake) as client:
+        assert (await client.wait_for_4k("t", timeout=60)).video_url
+    assert f"veo4k/{veo4k.__version__} (+python aiohttp)" in fake.user_agents
+
+
+@virtual_time
+async def test_record_quirks_and_4k_job_id_in_process() -> None:
+    """Items 8 and 9: record-info variants parse; a differing 4K job id reaches the result
+    and the events, and the wait does not depend on it."""
+    fake = FakeKie(auto_create=False)
+    fake.add_task("t", ready_after=400, record_quirks=True, fourk_task_id="job-4k")
+    events: list[veo4k.WaitEvent] = []
+    async with simulated(fake) as client:
+        record = await client.get_record("t")
+        result = await client.wait_for_4k("t", on_update=events.append)
+    assert record.credits == 12.5
+    assert record.full_result_urls
+    assert result.fourk_task_id == "job-4k"
+    assert {e.fourk_task_id for e in events} == {"job-4k"}

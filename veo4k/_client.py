@@ -308,8 +308,9 @@ class Veo4kClient:
         A transient failure (connection, timeout, 408, 429, 455, 5xx) never ends the wait: it
         is retried on the :class:`RetryPolicy` backoff until the deadline, with a RETRYING
         event; the :class:`WaitTimeoutError` then has the last one as ``__cause__``. A final
-        answer (auth, credits, quota, validation, 4K unavailable, ...) ends it at once. Waiting
-        again is safe: a repeat request reports on the running job and never starts another.
+        answer (auth, credits, quota, validation, 4K unavailable, ...) ends it at once. Just
+        before the deadline the wait makes one last check. Waiting again is safe: a repeat
+        request reports on the running job and never starts another.
         """
         task_id, index = check.task_id(task_id), check.index(index)
         callback_url = check.callback_url(callback_url)
