@@ -245,11 +245,8 @@ class Api:
     ) -> Envelope:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        headers = {
-            "Authorization": f"Bearer {self._key.reveal()}",
-            "Accept": "application/json",
-            "User-Agent": self._user_agent,
-        }
+        headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
+        headers["User-Agent"] = self._user_agent  # Kie's edge blocks anonymous clients (1010)
         try:
             async with (
                 self._deadline(started),
