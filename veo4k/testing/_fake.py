@@ -16,12 +16,17 @@ import aiohttp
 from aiohttp import web
 
 from ._delivery import CallbackSenderMixin, FileHostMixin
-from ._faults import EDGE_BLOCK_BODY, Fault, FaultKind, answer_fault, fault_answer, random_fault
+from ._faults import EDGE_BLOCK_BODY, Fault, FaultKind, answer_fault, random_fault
+from ._inprocess import InProcessMixin
 from ._model import (
+    CREDIT,
+    DOWNLOAD_URL,
+    FOURK,
     MSG_DONE,
     MSG_NOT_SUCCESS,
     MSG_PROCESSING,
     MSG_UNAVAILABLE,
+    RECORD,
     CallbackShape,
     FakeTask,
     Job,
@@ -32,13 +37,8 @@ from ._model import (
 
 __all__ = ["CallbackShape", "FakeKie", "FakeTask", "TaskOutcome"]
 
-FOURK = "/api/v1/veo/get-4k-video"
-RECORD = "/api/v1/veo/record-info"
-DOWNLOAD_URL = "/api/v1/common/download-url"
-CREDIT = "/api/v1/chat/credit"
 
-
-class FakeKie(FileHostMixin, CallbackSenderMixin):
+class FakeKie(InProcessMixin, FileHostMixin, CallbackSenderMixin):
     """An aiohttp fake of Kie's Veo API on 127.0.0.1, for tests, demos and benchmarks.
 
     ``async with FakeKie() as kie:`` starts it; point a client at ``kie.base_url`` with
@@ -287,83 +287,6 @@ class FakeKie(FileHostMixin, CallbackSenderMixin):
         return task
 
     # -- API ---------------------------------------------------------------------------------
-
-    def answer(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        query: dict[str, str] | None = None,
-        authorization: str | None = None,
-    ) -> tuple[int, bytes]:
-        """Answer one API request in process, without sockets: ``(HTTP status, body)``.
-
-        The same documented behaviour as over the wire (auth, rate limit, task states), minus
-        injected faults; for simulations in virtual time (``benchmarks/polling.py``).
-        :meth:`respond` applies the injected faults too.
-        """
-        status, body, _ = self._answer(
-            method, path, json_body, query, authorization, None, self._count(path)
-        )
-        return status, body
-
-    def respond(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, bytes, dict[str, str]]:
-        """Like :meth:`answer`, injected faults included, with the response headers.
-
-        A fault about the connection raises :class:`ConnectionRefusedError` (``REFUSED``) or
-        :class:`ConnectionResetError` (``RESET_*``; a ``RESET_AFTER`` submission still counts);
-        ``SLOW`` is answered at once (in process there is no wire to be slow on).
-        """
-        headers = headers or {}
-        body = json_body if isinstance(json_body, dict) else {}
-        task_id = body.get("taskId") if path == FOURK else (query or {}).get("taskId")
-        now = self._count(path)
-        fault = self._take_fault(path, task_id if isinstance(task_id, str) else None)
-        if fault is not None and fault.acts_first:
-            if fault.kind is FaultKind.REFUSED:
-                raise ConnectionRefusedError(111, "Connection refused (injected)")
-            canned = fault_answer(fault)
-            if canned is None:
-                raise ConnectionResetError(104, "Connection reset by peer (injected)")
-            return canned
-        answer = self._answer(
-            method, path, json_body, query, headers.get("Authorization"),
-            headers.get("User-Agent"), now,
-        )  # fmt: skip
-        if fault is not None and fault.kind is FaultKind.RESET_AFTER:
-            raise ConnectionResetError(104, "Connection reset by peer (injected)")
-        return answer
-
-    def _answer(
-        self,
-        method: str,
-        path: str,
-        json_body: Any,
-        query: dict[str, str] | None,
-        authorization: str | None,
-        user_agent: str | None,
-        now: float,
-    ) -> tuple[int, bytes, dict[str, str]]:
-        refusal = self._refusal_of(authorization, now, user_agent)
-        if refusal is not None:
-            resp = refusal
-        elif (method, path) == ("POST", FOURK):
-            resp = self._fourk_answer(json_body)
-        elif (method, path) == ("GET", RECORD):
-            resp = self._record_answer((query or {}).get("taskId"))
-        else:
-            resp = self._envelope(404, "Not found")
-        assert isinstance(resp.body, bytes)
-        return resp.status, resp.body, dict(resp.headers)
 
     async def _fourk(self, request: web.Request) -> web.StreamResponse:
         try:

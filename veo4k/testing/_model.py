@@ -11,10 +11,14 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "CREDIT",
+    "DOWNLOAD_URL",
+    "FOURK",
     "MSG_DONE",
     "MSG_NOT_SUCCESS",
     "MSG_PROCESSING",
     "MSG_UNAVAILABLE",
+    "RECORD",
     "CallbackShape",
     "FakeTask",
     "Job",
@@ -25,6 +29,10 @@ __all__ = [
     "record_data",
 ]
 
+FOURK = "/api/v1/veo/get-4k-video"
+RECORD = "/api/v1/veo/record-info"
+DOWNLOAD_URL = "/api/v1/common/download-url"
+CREDIT = "/api/v1/chat/credit"
 MSG_PROCESSING = "4k is processing. It should be ready in 5-10 minutes. Please check back shortly."
 MSG_DONE = "The video has been generated successfully"
 MSG_UNAVAILABLE = "The 4K version of this video is unavailable. Please try a different video."
