@@ -49,7 +49,8 @@ class Veo4kClient:
     and at most ``max_connections`` are in flight. ``request_timeout`` bounds one HTTP exchange;
     it is enforced by a sweep every ``min(1 s, request_timeout / 4)``, so a request may run that
     much longer (a timer per request would leave tens of thousands of handles in the event loop
-    under load).
+    under load). Every request sends ``user_agent`` (default ``veo4k/<version> (+python
+    aiohttp)``): Kie's edge (Cloudflare) blocks clients without a descriptive one.
     """
 
     def __init__(
