@@ -289,3 +289,18 @@ async def test_record_quirks_and_4k_job_id_in_process() -> None:
     assert record.full_result_urls
     assert result.fourk_task_id == "job-4k"
     assert {e.fourk_task_id for e in events} == {"job-4k"}
+
+
+@virtual_time
+async def test_retries_of_a_fast_policy_stay_fast() -> None:
+    """Item 1/2: during an outage a fast policy retries no slower than its own wait_max."""
+    fake = FakeKie(auto_create=False)
+    fake.add_task("t", ready_after=0.5)
+    fake.inject(FaultKind.HTML, status=502, times=40, after=1)
+    events: list[veo4k.WaitEvent] = []
+    async with simulated(fake, poll_policy=FAST, rate_limit=None) as client:
+        result = await client.wait_for_4k("t", on_update=events.append)
+    delays = [e.next_delay for e in events if e.state is veo4k.WaitState.RETRYING]
+    assert len(delays) == 40
+    assert max(d for d in delays if d is not None) <= 0.275
+    assert result.elapsed < 40 * 0.275 + 0.3

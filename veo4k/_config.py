@@ -133,7 +133,8 @@ class RetryPolicy:
     A ``Retry-After`` header (and ``maintenance_wait``) is cut to ``max_retry_after`` seconds,
     default 60: Kie's rate window is 10 s, and one header must not pause the whole client for
     an hour. A wait for a 4K is not bounded by ``attempts``: it keeps retrying transient
-    failures on this backoff (each sleep capped at ``wait_max``) until its own deadline.
+    failures on this backoff (each sleep capped at ``wait_max`` and at the poll policy's
+    longest sleep) until its own deadline.
     """
 
     attempts: int = attrs.field(default=5)

@@ -361,7 +361,10 @@ class SharedWait:
         self.last_error = exc
         if self._caps is None:
             self._caps = self._retry.backoff_caps()
-        delay = retry_delay(self._retry, self._rng, exc, next(self._caps))
+        # Full jitter under the RetryPolicy's cap, never above the poll policy's own longest
+        # sleep (a fast policy stays fast); Retry-After and maintenance waits still apply.
+        longest = self.policy.wait_max * (1.0 + self.policy.wait_jitter)
+        delay = retry_delay(self._retry, self._rng, exc, min(next(self._caps), longest))
         delay = self._schedule(delay)
         self.emit(WaitState.RETRYING, next_delay=delay, msg=str(exc), error=exc)
 
