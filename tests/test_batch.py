@@ -151,3 +151,19 @@ async def test_batch_progress_counts(kie: FakeKie, client: veo4k.Veo4kClient) ->
     assert finished == sorted(finished)
     assert all(f >= seen for seen, f in enumerate(finished, 1))  # events come before outcomes
     assert max(s.processing for s in snapshots) >= 1
+
+
+async def test_batch_outcomes_keep_final_errors_and_timeout_causes(
+    kie: FakeKie, client: veo4k.Veo4kClient
+) -> None:
+    """In a batch, a final answer ends its task at once; an endless outage on another task
+    ends it at the deadline with WaitTimeoutError caused by the outage; the rest succeed."""
+    kie.inject("envelope", code=402, msg="Insufficient credits", task_id="broke", times=100)
+    kie.inject("html", status=502, task_id="dark", times=10_000)
+    outcomes = {o.task_id: o async for o in client.as_completed(["ok", "broke", "dark"],
+                                                                 timeout=0.5)}  # fmt: skip
+    assert outcomes["ok"].ok
+    assert isinstance(outcomes["broke"].error, veo4k.InsufficientCreditsError)
+    dark = outcomes["dark"].error
+    assert isinstance(dark, veo4k.WaitTimeoutError)
+    assert isinstance(dark.__cause__, veo4k.TransportError)
