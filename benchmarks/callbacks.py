@@ -45,7 +45,6 @@ async def run(n: int, callbacks: bool) -> dict[str, Any]:
             async with veo4k.Veo4kClient(
                 kie.api_key, base_url=kie.base_url, rate_limit=None, callbacks=server,
                 poll_policy=scaled(veo4k.PollPolicy()),
-                callback_poll_policy=scaled(veo4k._client.SAFETY_NET_POLICY),
             ) as client:  # fmt: skip
                 async for outcome in client.as_completed([f"cb_{i}" for i in range(n)]):
                     assert outcome.ok, outcome.error
