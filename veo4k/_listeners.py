@@ -27,17 +27,21 @@ log = logging.getLogger("veo4k")
 Listener = Callable[[WaitEvent], object]
 """An ``on_update`` callback: sync, or async (its awaitable is run in a task of its own)."""
 
+CLOSE_GRACE = 1.0
+"""Seconds ``aclose()`` waits for cancelled listener tasks to end."""
+
 MAX_BACKLOG = 1000
 """Events an async listener may fall behind by; beyond it the oldest are dropped (logged)."""
 
 
 class _Pump:
-    __slots__ = ("backlog", "listener", "task")
+    __slots__ = ("backlog", "dropped", "listener", "task")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener  # held so its id() is not reused while the pump lives
         self.backlog: collections.deque[Awaitable[object]] = collections.deque()
         self.task: asyncio.Task[None] | None = None
+        self.dropped = 0
 
 
 class ListenerHub:
@@ -71,7 +75,11 @@ class ListenerHub:
         pump.backlog.append(result)
         if len(pump.backlog) > MAX_BACKLOG:
             _discard(pump.backlog.popleft())
-            log.warning("on_update listener is %d events behind; dropped the oldest", MAX_BACKLOG)
+            pump.dropped += 1
+            if pump.dropped == 1:  # once per backlog, not once per event
+                log.warning(
+                    "on_update listener is %d events behind; dropping the oldest", MAX_BACKLOG
+                )
 
     async def _run(self, key: int, pump: _Pump) -> None:
         try:
@@ -95,8 +103,10 @@ class ListenerHub:
         tasks = [p.task for p in pumps if p.task is not None]
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if tasks:  # bounded: a listener that swallows its cancellation must not hang aclose()
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+            if stuck:
+                log.warning("%d on_update listener(s) ignored cancellation at close", len(stuck))
         for pump in pumps:  # a task cancelled before it ran never reached its finally
             while pump.backlog:
                 _discard(pump.backlog.popleft())
