@@ -23,6 +23,7 @@
     ├── SignatureError                         a callback failed verification
     ├── InvalidCallbackError                   a callback body is malformed or too large
     └── DownloadError                          a result file could not be downloaded
+        └── DownloadTimeoutError (also TimeoutError)  the download's total deadline passed
 
 No exception carries the API key: messages are built from codes, messages and task ids only.
 """
@@ -38,6 +39,7 @@ __all__ = [
     "ClientStateError",
     "ConfigurationError",
     "DownloadError",
+    "DownloadTimeoutError",
     "FourKUnavailableError",
     "InsufficientCreditsError",
     "InvalidCallbackError",
@@ -258,3 +260,7 @@ class DownloadError(Veo4kError):
         self.task_id = task_id
         where = f" (task {task_id!r})" if task_id else ""
         super().__init__(f"{message}{where}")
+
+
+class DownloadTimeoutError(DownloadError, TimeoutError):
+    """The download did not finish within its total deadline (connect and body included)."""

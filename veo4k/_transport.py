@@ -15,6 +15,7 @@ import attrs
 from ._config import RetryPolicy
 from ._errors import APIError, RateLimitError, ServiceUnavailableError, TransportError, Veo4kError
 from ._limiter import Pacer
+from ._secret import ApiKey, AuthHeaders
 from ._wire import (
     MAX_BODY_BYTES,
     TRANSIENT_CODES,
@@ -37,23 +38,6 @@ class Counter:
     """Counts HTTP requests sent on behalf of one wait or call."""
 
     requests: int = 0
-
-
-class _Key:
-    """Holds the API key so that no repr, str or traceback local can show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<api key hidden>"
-
-    __str__ = __repr__
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -90,7 +74,7 @@ class Api:
         *,
         session: Callable[[], aiohttp.ClientSession],
         base_url: str,
-        api_key: str,
+        api_key: ApiKey,
         request_timeout: float,
         retry: RetryPolicy,
         pacer: Pacer,
@@ -99,7 +83,10 @@ class Api:
     ) -> None:
         self._session = session
         self._base_url = base_url
-        self._key = _Key(api_key)
+        self._key = api_key
+        # A mapping, not a dict with the plain key: no frame local on the request path (ours or
+        # aiohttp's) shows the key when a traceback is rendered with its locals.
+        self._headers = AuthHeaders(api_key, {"Accept": "application/json"})
         # request_timeout is enforced by one periodic sweep over the requests in flight rather
         # than by aiohttp's per-request timer: each of those leaves a cancelled handle in the
         # event loop for request_timeout seconds, tens of thousands under load (GC pauses).
@@ -217,7 +204,6 @@ class Api:
     ) -> Envelope:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
         try:
             async with (
                 self._deadline(started),
@@ -226,7 +212,7 @@ class Api:
                     self._base_url + path,
                     json=json,
                     params=params,
-                    headers=headers,
+                    headers=self._headers,
                     allow_redirects=False,
                     timeout=self._timeout,
                 ) as resp,
@@ -239,7 +225,7 @@ class Api:
                         task_id=task_id,
                         retryable=False,
                     )
-                body = await read_capped(resp)
+                body = self._key.scrub_bytes(await read_capped(resp))  # a server echo
                 retry_after = parse_retry_after(resp.headers)
         except TimeoutError:
             raise TransportError(
@@ -249,10 +235,12 @@ class Api:
         except aiohttp.ClientError as exc:
             # Not chained: aiohttp errors can hold the request headers, and so the API key.
             raise TransportError(
-                f"connection failed ({type(exc).__name__}: {exc})", task_id=task_id
+                self._key.scrub(f"connection failed ({type(exc).__name__}: {exc})"),
+                task_id=task_id,
             ) from None
         try:
             env = parse_envelope(body, http_status=status, retry_after=retry_after)
+            env = attrs.evolve(env, msg=self._key.scrub(env.msg), data=self._key.scrub_value(env.data))
         except TransportError as exc:
             # A 4xx page that is not an envelope will not change on retry (wrong base_url...).
             retryable = not (400 <= status < 500 and status not in (408, 425, 429))
