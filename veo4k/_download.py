@@ -185,6 +185,11 @@ def _part_size(part: Path, url: str, task_id: str | None) -> int:
     return st.st_size
 
 
+def _discard(part: Path) -> None:
+    """Remove a .part whose bytes cannot be resumed from (microseconds: no thread needed)."""
+    part.unlink(missing_ok=True)
+
+
 def _open_part(part: Path, append: bool, url: str, task_id: str | None) -> BinaryIO:
     flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
     try:
@@ -257,14 +262,14 @@ async def _receive(
         total = _range_total(resp.headers.get("Content-Range", ""))
         if total == have:
             return  # the .part was already complete
-        part.unlink()
+        _discard(part)
         raise _Retry("416 for a partial file: starting over")
     if resp.status >= 500 or resp.status == 429:
         raise _Retry(f"HTTP {resp.status}")
     if resp.status not in (200, 206):
         raise DownloadError(f"file host answered HTTP {resp.status}", url=url, task_id=task_id)
     if resp.status == 206 and encoded:
-        part.unlink(missing_ok=True)  # a range of a compressed stream: not our bytes
+        _discard(part)  # a range of a compressed stream: not our bytes
         raise _Retry(f"{encoded}-encoded partial content: starting over")
     if resp.status == 200:
         have = 0  # the host ignored the Range: start over
@@ -278,7 +283,7 @@ async def _receive(
             done += len(chunk)
             if done > limit:
                 out.close()
-                part.unlink(missing_ok=True)  # bad content: never resume from it
+                _discard(part)  # bad content: never resume from it
                 raise DownloadError(
                     f"file is larger than announced ({limit} bytes)", url=url, task_id=task_id
                 )

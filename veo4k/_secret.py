@@ -88,7 +88,7 @@ class AuthHeaders(Mapping[str, str]):
     """The request headers carrying the key: a mapping whose repr shows no secret, with the
     Authorization value a redacted-repr str (so aiohttp's copies print redacted too)."""
 
-    __slots__ = ("_key", "_extra")
+    __slots__ = ("_extra", "_key")
 
     def __init__(self, key: ApiKey, extra: Mapping[str, str]) -> None:
         self._key = key
