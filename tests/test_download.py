@@ -212,7 +212,7 @@ async def test_total_deadline_covers_a_slow_body(
     """A host dripping bytes cannot hold download() past its timeout (DownloadTimeoutError,
     also a TimeoutError); the .part is kept for a later resume."""
     started = time.monotonic()
-    with pytest.raises(veo4k.DownloadTimeoutError, match="timeout=0.3") as info:
+    with pytest.raises(veo4k.DownloadTimeoutError, match=r"timeout=0\.3") as info:
         await client.download(fake_result(files.url("drip")), tmp_path, timeout=0.3)
     assert isinstance(info.value, TimeoutError)
     assert time.monotonic() - started < 1.5
@@ -275,7 +275,7 @@ async def test_symlinked_part_is_never_followed(
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (tmp_path / "v.mp4.part").symlink_to(victim)
-    with pytest.raises(veo4k.DownloadError, match="not a regular file|symlink"):
+    with pytest.raises(veo4k.DownloadError, match=r"not a regular file|symlink"):
         await client.download(files.url("data"), tmp_path / "v.mp4")
     assert victim.read_bytes() == b"precious"
 

@@ -108,7 +108,8 @@ async def test_key_object_and_headers_are_redacted() -> None:
 async def test_failed_auth_traceback_with_locals_shows_no_key() -> None:
     """A 401 from Kie: rendered with locals, no frame shows the key."""
     async with FakeKie(api_key="the-right-key") as kie:
-        async with veo4k.Veo4kClient(SECRET, base_url=kie.base_url, rate_limit=None) as client:
+        client = veo4k.Veo4kClient(SECRET, base_url=kie.base_url, rate_limit=None)
+        async with client:
             with pytest.raises(veo4k.AuthenticationError) as info:
                 await client.request_4k("veo_task_1")
     assert_no_key(info.value)

@@ -62,7 +62,9 @@ def test_file_names_never_leave_the_folder(text: str, index: int) -> None:
         name = check.result_file_name(text, index)
     except veo4k.ConfigurationError:
         return
-    assert "/" not in name and "\\" not in name and not name.startswith(".")
+    assert "/" not in name
+    assert "\\" not in name
+    assert not name.startswith(".")
     target = (folder / name).resolve()
     assert target.parent == folder.resolve()
     assert name == f"{text.strip()}_{index}.mp4"
