@@ -142,7 +142,7 @@ async def test_oversized_answer_traceback_shows_no_key(
     assert_no_key(info.value)
 
 
-@pytest.mark.parametrize("kind", ["msg", "record", "not-json"])
+@pytest.mark.parametrize("kind", ["msg", "escaped", "record", "not-json"])
 async def test_server_echo_of_the_key_is_scrubbed(
     echo_server: Callable[[Echo], Awaitable[str]], kind: str
 ) -> None:
@@ -153,6 +153,9 @@ async def test_server_echo_of_the_key_is_scrubbed(
         key = _echoed_key(request)
         if kind == "msg":
             return web.json_response({"code": 401, "msg": f"key {key} is not valid"})
+        if kind == "escaped":  # the key spelled with a JSON escape: only parsing reveals it
+            spelled = f"\\u{ord(key[0]):04x}{key[1:]}"
+            return web.Response(text=f'{{"code": 401, "msg": "key {spelled}"}}')
         if kind == "record":
             data = {"taskId": "veo_task_1", "successFlag": 2, "errorCode": 500,
                     "errorMessage": f"upstream rejected {key}"}  # fmt: skip

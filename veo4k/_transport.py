@@ -240,8 +240,9 @@ class Api:
             ) from None
         try:
             env = parse_envelope(body, http_status=status, retry_after=retry_after)
-            scrub = self._key
-            env = attrs.evolve(env, msg=scrub.scrub(env.msg), data=scrub.scrub_value(env.data))
+            if b"\\" in body:  # JSON escapes could spell the key: scrub the parsed strings too
+                scrub = self._key
+                env = attrs.evolve(env, msg=scrub.scrub(env.msg), data=scrub.scrub_value(env.data))
         except TransportError as exc:
             # A 4xx page that is not an envelope will not change on retry (wrong base_url...).
             retryable = not (400 <= status < 500 and status not in (408, 425, 429))
