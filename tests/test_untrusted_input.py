@@ -16,7 +16,7 @@ import veo4k
 from veo4k import _validate as check
 from veo4k._callbacks import parse_callback
 from veo4k._urls import MAX_URL_CHARS, HostPolicy, HostRefused, result_url
-from veo4k._wire import fourk_status, parse_envelope, url_list
+from veo4k._wire import fourk_status, make_converter, parse_envelope, parse_record, url_list
 from veo4k.testing import FakeKie
 
 from .conftest import ClientFactory
@@ -125,6 +125,11 @@ def test_bad_result_urls_are_typed_errors_everywhere(url: str) -> None:
     body = json.dumps({"code": 200, "msg": "ok", "data": {"taskId": "t", "resultUrls": [url]}})
     with pytest.raises(veo4k.InvalidCallbackError):
         parse_callback(body)
+    record = parse_envelope(json.dumps({"code": 200, "msg": "success", "data": {
+        "taskId": "t", "successFlag": 1, "response": {"resultUrls": [url]}}}).encode(),
+        http_status=200)  # fmt: skip
+    with pytest.raises(veo4k.TransportError, match="malformed"):
+        parse_record(make_converter(), record, "t")
 
 
 @SETTINGS
