@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pathlib
 import random
@@ -34,6 +35,8 @@ from ._waits import WaitRegistry, settle
 from ._wire import error_for, fourk_status, make_converter, parse_record
 
 __all__ = ["Veo4kClient", "wait_for_4k"]
+
+log = logging.getLogger("veo4k")
 
 DEFAULT_BASE_URL = "https://api.kie.ai"
 FOURK_PATH = "/api/v1/veo/get-4k-video"
@@ -117,6 +120,11 @@ class Veo4kClient:
         )
         self._downloads: set[asyncio.Task[pathlib.Path]] = set()
         self._trust_callback_urls = bool(trust_callback_urls)
+        if self._trust_callback_urls and callbacks is not None and not callbacks.receiver.signed:
+            log.warning(
+                "trust_callback_urls=True with an unsigned receiver: anyone who learns the "
+                "callback URL can end waits with URLs of their choosing"
+            )
         self._callback_policy = callback_poll_policy or SAFETY_NET_POLICY
         self._poll_policy = poll_policy or PollPolicy()
         self._rate_limit = rate_limit

@@ -356,3 +356,19 @@ async def test_unsigned_unsolicited_callback_never_becomes_a_result(
         result = await client.wait_for_4k("veo_real")
         assert result.video_url == kie.result_url("veo_real")
         assert kie.submissions("veo_forged") == 0
+
+
+async def test_trusting_an_unsigned_receiver_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """trust_callback_urls=True is the opt-in that lets callback URLs end waits; with an
+    unsigned receiver the client says at once what that means."""
+    server = veo4k.CallbackServer(veo4k.CallbackReceiver())
+    async with veo4k.Veo4kClient("k", callbacks=server, trust_callback_urls=True):
+        pass
+    assert "unsigned receiver" in caplog.text
+    caplog.clear()
+    signed = veo4k.CallbackServer(veo4k.CallbackReceiver("hmac"))
+    async with veo4k.Veo4kClient("k", callbacks=signed, trust_callback_urls=True):
+        pass
+    assert "unsigned receiver" not in caplog.text
