@@ -65,6 +65,10 @@ class Veo4kClient:
     it is enforced by a sweep every ``min(1 s, request_timeout / 4)``, so a request may run that
     much longer (a timer per request would leave tens of thousands of handles in the event loop
     under load).
+
+    :meth:`download` fetches https URLs on public addresses only: ``allow_http`` and
+    ``allow_private_hosts`` (loopback, private, link-local) opt in to more. When ``base_url`` is
+    itself loopback (a local fake), loopback result URLs, http included, are allowed too.
     """
 
     def __init__(
@@ -382,10 +386,10 @@ class Veo4kClient:
         is kept, so the next call resumes. Only https URLs (http with ``allow_http``) on public
         addresses (others with ``allow_private_hosts``) are fetched, redirects included.
         """
-        url, task_id, path = resolve_destination(result, dest, overwrite=overwrite)
+        deadline = check.positive_seconds(timeout, "timeout")
         if on_progress is not None and not callable(on_progress):
             raise ConfigurationError("on_progress must be callable")
-        deadline = check.positive_seconds(timeout, "timeout")
+        url, task_id, path = resolve_destination(result, dest, overwrite=overwrite)
         self._check_usable()
         if self._download_session is None:
             self._download_session = aiohttp.ClientSession(  # no Authorization, ever
