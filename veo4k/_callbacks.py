@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import hmac
 import inspect
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +25,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from . import _validate as check
 from ._errors import ConfigurationError, InvalidCallbackError, SignatureError
 from ._signature import verify_signature
 from ._wire import url_list
@@ -36,6 +39,9 @@ CallbackHandler = Callable[["CallbackEvent"], object]
 
 _READ_TIMEOUT = 10.0  # seconds to receive a whole body: a trickling sender gets 408
 _ACK = {"code": 200, "msg": "success"}
+_STAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds: ASCII digits, no sign, far from overflow
+MAX_MSG_CHARS = 1000  # a callback's msg is cut here: stored events stay small
+_ENTRY_OVERHEAD = 256  # bytes an entry costs beyond its strings (tuple, floats, dict slot)
 
 
 @attrs.frozen(kw_only=True)
@@ -62,12 +68,16 @@ class CallbackEvent:
 
 def _task_id(payload: Mapping[str, Any]) -> str | None:
     data = payload.get("data")
+    found: object = None
     if isinstance(data, dict):
-        for key in ("taskId", "task_id"):
-            if isinstance(data.get(key), str) and data[key].strip():
-                return str(data[key]).strip()
-    top = payload.get("taskId")
-    return top.strip() if isinstance(top, str) and top.strip() else None
+        found = next((data[k] for k in ("taskId", "task_id") if data.get(k)), None)
+    if found is None:
+        found = payload.get("taskId") or None
+    if found is None:
+        return None
+    if not check.is_task_id(found):
+        raise InvalidCallbackError(f"callback task id breaks the rule ({check.TASK_ID_RULE})")
+    return str(found)
 
 
 def _urls(data: Mapping[str, Any], *keys: str) -> tuple[str, ...]:
@@ -113,26 +123,48 @@ def parse_callback(body: bytes | str) -> tuple[CallbackEvent, Mapping[str, Any]]
         task_id=task_id,
         ok=code == 200 and bool(result_urls),
         code=code,
-        msg=msg if isinstance(msg, str) else "",
+        msg=msg[:MAX_MSG_CHARS] if isinstance(msg, str) else "",
         result_urls=result_urls,
         image_urls=image_urls,
     )
     return event, payload
 
 
-class _Memory:
-    """A bounded, expiring memory: insertion-ordered, oldest dropped first."""
+def _event_bytes(event: CallbackEvent) -> int:
+    """What an event costs in memory, roughly: its strings plus a fixed overhead."""
+    strings = (event.task_id, event.msg, *event.result_urls, *event.image_urls)
+    return _ENTRY_OVERHEAD + sum(len(t) + 64 for t in strings)
 
-    def __init__(self, maxlen: int, ttl: float) -> None:
-        self._items: collections.OrderedDict[Any, tuple[float, Any]] = collections.OrderedDict()
-        self._maxlen, self._ttl = maxlen, ttl
+
+def _dedupe_key(event: CallbackEvent) -> tuple[str, bool, int, bytes]:
+    """Same task, outcome and URLs: a retried delivery. The URLs tell a task's video indexes
+    apart (a callback names no index), so index 1's success is not a duplicate of index 0's."""
+    digest = hashlib.sha256("\n".join(event.result_urls).encode()).digest()[:16]
+    return (event.task_id, event.ok, event.code, digest)
+
+
+class _Memory:
+    """A bounded, expiring memory: insertion-ordered, oldest dropped first, capped by entry
+    count and by the total bytes its entries are charged."""
+
+    def __init__(self, maxlen: int, ttl: float, max_bytes: int) -> None:
+        self._items: collections.OrderedDict[Any, tuple[float, Any, int]] = (
+            collections.OrderedDict()
+        )
+        self._maxlen, self._ttl, self._max_bytes = maxlen, ttl, max_bytes
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def _expire(self, now: float) -> None:
         while self._items:
-            key, (stamp, _) = next(iter(self._items.items()))
-            if now - stamp < self._ttl and len(self._items) <= self._maxlen:
+            key, (stamp, _, size) = next(iter(self._items.items()))
+            full = len(self._items) > self._maxlen or self.bytes > self._max_bytes
+            if now - stamp < self._ttl and not full:
                 break
             del self._items[key]
+            self.bytes -= size
 
     def get(self, key: Any) -> Any:
         now = time.monotonic()
@@ -140,10 +172,13 @@ class _Memory:
         found = self._items.get(key)
         return None if found is None else found[1]
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: Any, value: Any, size: int) -> None:
         now = time.monotonic()
-        self._items[key] = (now, value)
-        self._items.move_to_end(key)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        self._items[key] = (now, value, size)
+        self.bytes += size
         self._expire(now)
 
 
@@ -153,8 +188,10 @@ class CallbackReceiver:
     ``hmac_key`` (or ``KIE_WEBHOOK_HMAC_KEY``) enables signature checks: the signature of
     ``taskId + "." + timestamp`` must match and the timestamp must be within ``tolerance``
     seconds of now. Without a key, deliveries must carry :attr:`token` (a query parameter of
-    :attr:`CallbackServer.url`). Duplicates (same task and outcome) are acknowledged but
+    :attr:`CallbackServer.url`). Duplicates (same task, outcome and URLs) are acknowledged but
     dispatched once; that memory holds ``dedupe_size`` entries for ``dedupe_ttl`` seconds.
+    The dedupe memory and the early-callback store (:meth:`recent`) together hold at most
+    ``max_store_bytes`` (default 16 MiB; oldest entries go first), whatever senders send.
     """
 
     def __init__(
@@ -166,17 +203,20 @@ class CallbackReceiver:
         dedupe_size: int = 100_000,
         dedupe_ttl: float = 3600.0,
         token: str | None = None,
+        max_store_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         key = hmac_key if hmac_key is not None else os.environ.get("KIE_WEBHOOK_HMAC_KEY")
         self._hmac_key = key or None
-        if tolerance <= 0 or max_body <= 0:
-            raise ConfigurationError("tolerance and max_body must be > 0")
-        self.tolerance = float(tolerance)
-        self.max_body = int(max_body)
+        self.tolerance = check.positive_seconds(tolerance, "tolerance", maximum=86_400)
+        self.max_body = check.positive_int(max_body, "max_body", maximum=64 * 1024 * 1024)
+        dedupe_size = check.positive_int(dedupe_size, "dedupe_size", maximum=10_000_000)
+        dedupe_ttl = check.positive_seconds(dedupe_ttl, "dedupe_ttl", maximum=30 * 86_400)
+        store = check.positive_int(max_store_bytes, "max_store_bytes", maximum=2**40)
+        self.max_store_bytes = store
         self.token = token or secrets.token_urlsafe(24)
         self._handlers: list[CallbackHandler] = []
-        self._seen = _Memory(dedupe_size, dedupe_ttl)
-        self._recent = _Memory(min(dedupe_size, 10_000), 600.0)
+        self._seen = _Memory(dedupe_size, dedupe_ttl, store // 4)
+        self._recent = _Memory(min(dedupe_size, 10_000), 600.0, store - store // 4)
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned = False
         self.received = 0
@@ -228,12 +268,12 @@ class CallbackReceiver:
             self.rejected += 1
             raise
         self.received += 1
-        key = (event.task_id, event.ok, event.code)
+        key = _dedupe_key(event)
         if self._seen.get(key) is not None:
             self.duplicates += 1
             return attrs.evolve(event, duplicate=True)
-        self._seen.put(key, True)
-        self._recent.put(event.task_id, event)
+        self._seen.put(key, True, _ENTRY_OVERHEAD + len(event.task_id))
+        self._recent.put(event.task_id, event, _event_bytes(event))
         self._dispatch(event)
         return event
 
@@ -258,10 +298,9 @@ class CallbackReceiver:
         signature = lower.get("x-webhook-signature", "")
         if not stamp_text or not signature:
             raise SignatureError("callback lacks X-Webhook-Timestamp or X-Webhook-Signature")
-        try:
-            stamp = int(stamp_text)
-        except ValueError:
-            raise SignatureError("X-Webhook-Timestamp is not an integer") from None
+        if not _STAMP.fullmatch(stamp_text):
+            raise SignatureError("X-Webhook-Timestamp is not a Unix time in seconds")
+        stamp = int(stamp_text)
         if abs(time.time() - stamp) > self.tolerance:
             raise SignatureError(f"callback timestamp is outside +/-{self.tolerance:g} s")
         if not verify_signature(event.task_id, stamp_text, signature, self._hmac_key):
@@ -284,10 +323,24 @@ class CallbackReceiver:
             except Exception:
                 log.exception("callback handler raised for task %s", event.task_id)
 
-    async def aclose(self) -> None:
-        """Wait for handlers still running (they are short), then forget them."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Wait up to ``timeout`` seconds for handlers still running, then cancel the rest.
+
+        Bounded even with a hung handler: a handler that ignores cancellation is left behind
+        (and logged) after another ``timeout``.
+        """
+        limit = check.positive_seconds(timeout, "timeout")
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=limit)
+        if pending:
+            log.warning("%d callback handler(s) still running after %g s: cancelled",
+                        len(pending), limit)  # fmt: skip
+            for task in pending:
+                task.cancel()
+            _, stuck = await asyncio.wait(pending, timeout=limit)
+            if stuck:
+                log.error("%d callback handler(s) ignored cancellation", len(stuck))
 
     @property
     def aiohttp_handler(self) -> Callable[[web.Request], Any]:
@@ -295,13 +348,18 @@ class CallbackReceiver:
         return self._aiohttp
 
     async def _aiohttp(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, body_timeout=_READ_TIMEOUT)
+
+    async def _serve(self, request: web.Request, *, body_timeout: float) -> web.StreamResponse:
+        """Answer one aiohttp request; the body must arrive within ``body_timeout`` (else
+        408)."""
         if request.method != "POST":
             return _answer(405, "method not allowed")
         if request.content_length is not None and request.content_length > self.max_body:
             self.rejected += 1
             return _answer(413, "body too large")
         try:
-            async with asyncio.timeout(_READ_TIMEOUT):
+            async with asyncio.timeout(body_timeout):
                 body = await _read_capped(request, self.max_body)
         except TimeoutError:
             self.rejected += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pathlib
 import random
@@ -16,7 +17,7 @@ import aiohttp
 from . import _validate as check
 from ._callback_server import CallbackServer
 from ._config import PollPolicy, RateLimit, RetryPolicy
-from ._download import ProgressCallback, download_file, resolve_destination
+from ._download import DEFAULT_TIMEOUT, ProgressCallback, download_file, resolve_destination
 from ._errors import (
     ClientStateError,
     ConfigurationError,
@@ -27,11 +28,15 @@ from ._errors import (
 from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
 from ._poll import Listener, SharedWait, Subscription
+from ._secret import ApiKey
 from ._transport import Api, Counter, RetryHook, default_user_agent
+from ._urls import GuardedResolver, HostPolicy, is_loopback_url, result_url
 from ._waits import WaitRegistry, settle
 from ._wire import error_for, fourk_status, make_converter, parse_record
 
 __all__ = ["Veo4kClient", "wait_for_4k"]
+
+log = logging.getLogger("veo4k")
 
 DEFAULT_BASE_URL = "https://api.kie.ai"
 FOURK_PATH = "/api/v1/veo/get-4k-video"
@@ -51,6 +56,10 @@ class Veo4kClient:
     much longer (a timer per request would leave tens of thousands of handles in the event loop
     under load). Every request sends ``user_agent`` (default ``veo4k/<version> (+python
     aiohttp)``): Kie's edge (Cloudflare) blocks clients without a descriptive one.
+
+    :meth:`download` fetches https URLs on public addresses only: ``allow_http`` and
+    ``allow_private_hosts`` (loopback, private, link-local) opt in to more. When ``base_url`` is
+    itself loopback (a local fake), loopback result URLs, http included, are allowed too.
     """
 
     def __init__(
@@ -69,14 +78,13 @@ class Veo4kClient:
         callback_poll_policy: PollPolicy | None = None,
         rng: random.Random | None = None,
         user_agent: str | None = None,
+        allow_http: bool = False,
+        allow_private_hosts: bool = False,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("KIE_API_KEY")
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigurationError(
-                "no API key: pass api_key=... or set the KIE_API_KEY environment variable"
-            )
-        if any(c.isspace() for c in key.strip()):
-            raise ConfigurationError("api_key must not contain whitespace")
+        try:
+            key = ApiKey.load(api_key if api_key is not None else os.environ.get("KIE_API_KEY"))
+        finally:
+            api_key = None  # the plain key stays in no frame local (tracebacks with locals)
         self._base_url = check.base_url(
             base_url if base_url is not None else os.environ.get("KIE_BASE_URL", DEFAULT_BASE_URL)
         )
@@ -101,6 +109,12 @@ class Veo4kClient:
         if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
             raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
         self._callbacks = callbacks
+        self._host_policy = HostPolicy(
+            allow_http=bool(allow_http),
+            allow_private=bool(allow_private_hosts),
+            loopback=is_loopback_url(self._base_url),
+        )
+        self._downloads: set[asyncio.Task[pathlib.Path]] = set()
         self._trust_callback_urls = bool(trust_callback_urls)
         # None: the client's poll_policy.safety_net() (its timeout, sparse polls)
         self._callback_policy = callback_poll_policy
@@ -112,6 +126,11 @@ class Veo4kClient:
         ):
             raise ConfigurationError("user_agent must be a non-empty one-line string")
         self._user_agent = user_agent.strip() if user_agent else default_user_agent()
+        if self._trust_callback_urls and callbacks is not None and not callbacks.receiver.signed:
+            log.warning(
+                "trust_callback_urls=True with an unsigned receiver: anyone who learns the "
+                "callback URL can end waits with URLs of their choosing"
+            )
         self._poll_policy = poll_policy or PollPolicy()
         self._rate_limit = rate_limit
         self._rng = rng or random.Random()
@@ -126,7 +145,7 @@ class Veo4kClient:
         self._api = Api(
             session=self._session,
             base_url=self._base_url,
-            api_key=key.strip(),
+            api_key=key,
             request_timeout=self._request_timeout,
             retry=self._retry_policy,
             pacer=self._pacer,
@@ -189,6 +208,10 @@ class Veo4kClient:
         if self._closed:
             return
         self._closed = True
+        for running in self._downloads:
+            running.cancel()  # download() then raises ClientStateError
+        if self._downloads:
+            await asyncio.wait(self._downloads, timeout=1.0)
         await self._waits.close()
         if self._callbacks is not None:
             self._callbacks.receiver.remove_handler(self._waits.on_callback)
@@ -361,38 +384,67 @@ class Veo4kClient:
         *,
         overwrite: bool = False,
         on_progress: ProgressCallback | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> pathlib.Path:
-        """Download a finished 4K video to ``dest`` (a file, or a folder for
-        ``<task_id>_<index>.mp4``) and return its path.
+        """Download a finished 4K video to ``dest`` and return its path.
 
-        Streams into ``dest.part`` and renames it when complete; an interrupted download
-        resumes from the ``.part`` with a Range request; the length is checked; transient
-        failures are retried (bounded). An expired link (403/404) is refreshed once through
-        Kie's ``download-url``. The file host never sees the API key.
+        ``dest`` is a folder (for ``<task_id>_<index>.mp4``; created if missing) when it ends
+        with ``/`` or names an existing folder, else the file. Streams into ``dest.part`` and
+        renames it when complete; an interrupted download resumes from the ``.part`` with a
+        Range request; the length is checked; transient failures are retried (bounded). An
+        expired link (403/404) is refreshed once through Kie's ``download-url``. The file host
+        never sees the API key.
+
+        ``timeout`` (default 3600 s) bounds the whole call: connect, a slow body, retries; past
+        it :class:`DownloadTimeoutError`. :meth:`aclose` stops a running download at once
+        (:class:`ClientStateError`). After a timeout, ``aclose`` or cancellation the ``.part``
+        is kept, so the next call resumes. Only https URLs (http with ``allow_http``) on public
+        addresses (others with ``allow_private_hosts``) are fetched, redirects included.
         """
-        url, task_id, path = resolve_destination(result, dest, overwrite=overwrite)
+        deadline = check.positive_seconds(timeout, "timeout")
         if on_progress is not None and not callable(on_progress):
             raise ConfigurationError("on_progress must be callable")
+        url, task_id, path = resolve_destination(result, dest, overwrite=overwrite)
         self._check_usable()
         if self._download_session is None:
             self._download_session = aiohttp.ClientSession(  # no Authorization, ever
-                headers={"User-Agent": self._user_agent}
+                headers={"User-Agent": self._user_agent},
+                connector=aiohttp.TCPConnector(resolver=GuardedResolver(self._host_policy)),
             )
 
         async def refresh(stale: str) -> str:
             return await self.fresh_download_url(stale, task_id=task_id)
 
-        return await download_file(
-            self._download_session,
-            url,
-            path,
-            refresh=refresh,
-            retry=self._retry_policy,
-            rng=self._rng,
-            task_id=task_id,
-            on_progress=on_progress,
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=self._request_timeout),
+        running = asyncio.get_running_loop().create_task(
+            download_file(
+                self._download_session,
+                url,
+                path,
+                refresh=refresh,
+                retry=self._retry_policy,
+                rng=self._rng,
+                task_id=task_id,
+                on_progress=on_progress,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._request_timeout, sock_read=self._request_timeout
+                ),
+                policy=self._host_policy,
+                deadline=deadline,
+            ),
+            name=f"veo4k-download-{path.name}",
         )
+        self._downloads.add(running)
+        try:
+            return await running
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closed and running.cancelled() and not (current and current.cancelling()):
+                raise ClientStateError(
+                    "the client was closed during the download (the .part is kept)"
+                ) from None
+            raise
+        finally:
+            self._downloads.discard(running)
 
     async def fresh_download_url(self, url: str, *, task_id: str | None = None) -> str:
         """Ask Kie for a fresh link to a generated file (valid about 20 minutes)."""
@@ -404,7 +456,10 @@ class Veo4kClient:
             raise DownloadError(
                 f"Kie would not refresh the link ({env.code}: {env.msg})", url=url, task_id=task_id
             )
-        return env.data
+        try:
+            return result_url(env.data)
+        except ValueError as exc:
+            raise DownloadError(f"Kie sent a bad link: {exc}", url=url, task_id=task_id) from None
 
     # -- batches -----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@
     ├── SignatureError                         a callback failed verification
     ├── InvalidCallbackError                   a callback body is malformed or too large
     └── DownloadError                          a result file could not be downloaded
+        └── DownloadTimeoutError (also TimeoutError)  the download's total deadline passed
 
 (t) transient: a wait keeps polling through it until its deadline, a one-off call retries it
 per :class:`RetryPolicy`. (f) final: it ends a wait at once (``veo4k.is_transient`` tells).
@@ -48,6 +49,7 @@ __all__ = [
     "ClientStateError",
     "ConfigurationError",
     "DownloadError",
+    "DownloadTimeoutError",
     "EdgeBlockedError",
     "FeatureDisabledError",
     "FourKUnavailableError",
@@ -318,3 +320,7 @@ class DownloadError(Veo4kError):
         self.task_id = task_id
         where = f" (task {task_id!r})" if task_id else ""
         super().__init__(f"{message}{where}")
+
+
+class DownloadTimeoutError(DownloadError, TimeoutError):
+    """The download did not finish within its total deadline (connect and body included)."""

@@ -22,6 +22,7 @@ from ._errors import (
     Veo4kError,
 )
 from ._limiter import Pacer
+from ._secret import ApiKey, AuthHeaders
 from ._wire import (
     MAX_BODY_BYTES,
     TRANSIENT_CODES,
@@ -45,23 +46,6 @@ class Counter:
     """Counts HTTP requests sent on behalf of one wait or call."""
 
     requests: int = 0
-
-
-class _Key:
-    """Holds the API key so that no repr, str or traceback local can show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<api key hidden>"
-
-    __str__ = __repr__
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -120,7 +104,7 @@ class Api:
         *,
         session: Callable[[], aiohttp.ClientSession],
         base_url: str,
-        api_key: str,
+        api_key: ApiKey,
         request_timeout: float,
         retry: RetryPolicy,
         pacer: Pacer,
@@ -131,7 +115,14 @@ class Api:
         self._session = session
         self._user_agent = user_agent or default_user_agent()
         self._base_url = base_url
-        self._key = _Key(api_key)
+        self._key = api_key
+        # A mapping, not a dict with the plain key: no frame local on the request path (ours or
+        # aiohttp's) shows the key when a traceback is rendered with its locals.
+        self._headers = AuthHeaders(
+            # Kie's edge (Cloudflare) blocks clients without a descriptive User-Agent (1010)
+            api_key,
+            {"Accept": "application/json", "User-Agent": self._user_agent},
+        )
         # request_timeout is enforced by one periodic sweep over the requests in flight rather
         # than by aiohttp's per-request timer: each of those leaves a cancelled handle in the
         # event loop for request_timeout seconds, tens of thousands under load (GC pauses).
@@ -245,8 +236,6 @@ class Api:
     ) -> Envelope:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
-        headers["User-Agent"] = self._user_agent  # Kie's edge blocks anonymous clients (1010)
         try:
             async with (
                 self._deadline(started),
@@ -255,7 +244,7 @@ class Api:
                     self._base_url + path,
                     json=json,
                     params=params,
-                    headers=headers,
+                    headers=self._headers,
                     allow_redirects=False,
                     timeout=self._timeout,
                 ) as resp,
@@ -268,7 +257,7 @@ class Api:
                         task_id=task_id,
                         retryable=False,
                     )
-                body = await read_capped(resp)
+                body = self._key.scrub_bytes(await read_capped(resp))  # a server echo
                 retry_after = parse_retry_after(resp.headers)
                 if retry_after is not None:  # one header must not pause the client for an hour
                     retry_after = min(retry_after, self._retry.max_retry_after)
@@ -280,10 +269,14 @@ class Api:
         except aiohttp.ClientError as exc:
             # Not chained: aiohttp errors can hold the request headers, and so the API key.
             raise TransportError(
-                f"connection failed ({type(exc).__name__}: {exc})", task_id=task_id
+                self._key.scrub(f"connection failed ({type(exc).__name__}: {exc})"),
+                task_id=task_id,
             ) from None
         try:
             env = parse_envelope(body, http_status=status, retry_after=retry_after)
+            if b"\\" in body:  # JSON escapes could spell the key: scrub the parsed strings too
+                scrub = self._key
+                env = attrs.evolve(env, msg=scrub.scrub(env.msg), data=scrub.scrub_value(env.data))
         except TransportError as exc:
             if edge_blocked(status, body):
                 raise EdgeBlockedError(status=status, task_id=task_id) from None

@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["base_url", "callback_url", "index", "positive_seconds", "task_id", "task_pairs"]
+__all__ = [
+    "TASK_ID_RULE",
+    "base_url",
+    "callback_url",
+    "index",
+    "is_task_id",
+    "positive_int",
+    "positive_seconds",
+    "result_file_name",
+    "task_id",
+    "task_pairs",
+]
 
-MAX_TASK_ID = 256
+MAX_TASK_ID = 128
 MAX_INDEX = 1000
+TASK_ID_RULE = "1-128 characters from A-Z a-z 0-9 _ . -, not starting with a dot"
+"""What veo4k accepts as a task id. Kie issues 32 lowercase hex characters, ``veo_task_...``
+and UUIDs; this safe superset can never be a path (no ``/``, ``\\``, ``..`` or hidden name),
+a header or log injection (no spaces or control characters)."""
+_TASK_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def is_task_id(value: object) -> bool:
+    """True if ``value`` follows :data:`TASK_ID_RULE` exactly (no stripping)."""
+    return isinstance(value, str) and _TASK_ID.fullmatch(value) is not None
 
 
 def task_id(value: object, name: str = "task_id") -> str:
-    """A non-blank string without control characters, stripped."""
+    """A task id per :data:`TASK_ID_RULE` (surrounding whitespace stripped)."""
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
     text = value.strip()
@@ -23,9 +45,18 @@ def task_id(value: object, name: str = "task_id") -> str:
         raise ConfigurationError(f"{name} must not be empty or blank")
     if len(text) > MAX_TASK_ID:
         raise ConfigurationError(f"{name} is longer than {MAX_TASK_ID} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ConfigurationError(f"{name} must not contain control characters")
+    if not is_task_id(text):
+        raise ConfigurationError(f"{name} must be {TASK_ID_RULE}, got {text[:40]!r}")
     return text
+
+
+def result_file_name(task: object, index_: object) -> str:
+    """``<task_id>_<index>.mp4``: the one place a file name is made from a task id.
+
+    The id is checked against :data:`TASK_ID_RULE` first, so the name is always one plain path
+    component inside the target folder (tests prove it with hypothesis).
+    """
+    return f"{task_id(task)}_{index(index_)}.mp4"
 
 
 def index(value: object, name: str = "index") -> int:
@@ -60,13 +91,22 @@ def base_url(value: object, name: str = "base_url") -> str:
     return url.rstrip("/")
 
 
-def positive_seconds(value: object, name: str) -> float:
-    """A finite number of seconds > 0."""
+def positive_seconds(value: object, name: str, *, maximum: float | None = None) -> float:
+    """A finite number of seconds > 0 (nan and inf are refused), at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ConfigurationError(f"{name} must be finite and > 0, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be <= {maximum:g} s, got {value!r}")
     return float(value)
+
+
+def positive_int(value: object, name: str, *, maximum: int) -> int:
+    """An int (not a bool) within ``[1, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ConfigurationError(f"{name} must be an int within [1, {maximum}], got {value!r}")
+    return value
 
 
 def task_pairs(tasks: Iterable[object], name: str = "tasks") -> list[tuple[str, int]]:

@@ -37,6 +37,7 @@ from ._errors import (
     ValidationError,
 )
 from ._models import FourKStatus, TaskRecord
+from ._urls import result_url
 
 EXCERPT_CHARS = 200
 MAX_BODY_BYTES = 1_048_576
@@ -129,12 +130,12 @@ def url_list(value: object) -> tuple[str, ...]:
             except (ValueError, RecursionError):
                 raise ValueError(f"not a JSON list of URLs: {text[:80]!r}") from None
         else:
-            return (text,)
+            return (result_url(text),)
     if not isinstance(value, list | tuple):
         raise ValueError(f"expected a list of URLs, got {type(value).__name__}")
     if not all(isinstance(u, str) for u in value):
         raise ValueError("a URL list holds something that is not a string")
-    return tuple(u for u in value if u)
+    return tuple(result_url(u) for u in value if u)  # untrusted: http(s), length cap
 
 
 def parse_time(value: object) -> datetime | None:

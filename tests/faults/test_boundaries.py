@@ -84,3 +84,35 @@ async def test_bad_download_destination(
     with pytest.raises(veo4k.ConfigurationError, match="does not exist"):
         await client.download(result, tmp_path / "missing" / "x.mp4")
     assert sum(kie.stats.requests.values()) == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 0, -1, "5", True])
+def test_float_options_refuse_nan_and_inf(bad: object) -> None:
+    """Every float option where infinity makes no sense refuses nan/inf (and non-numbers)
+    with a message naming it; the CLI's --timeout goes through the same check."""
+    from veo4k import _validate as check
+
+    constructors: list[tuple[str, Callable[[], object]]] = [
+        ("request_timeout", lambda: veo4k.Veo4kClient("k", request_timeout=bad)),  # type: ignore[arg-type]
+        ("tolerance", lambda: veo4k.CallbackReceiver("k", tolerance=bad)),  # type: ignore[arg-type]
+        ("dedupe_ttl", lambda: veo4k.CallbackReceiver("k", dedupe_ttl=bad)),  # type: ignore[arg-type]
+        ("header_timeout", lambda: veo4k.CallbackServer(header_timeout=bad)),  # type: ignore[arg-type]
+        ("body_timeout", lambda: veo4k.CallbackServer(body_timeout=bad)),  # type: ignore[arg-type]
+        ("keepalive_timeout", lambda: veo4k.CallbackServer(keepalive_timeout=bad)),  # type: ignore[arg-type]
+        ("close_timeout", lambda: veo4k.CallbackServer(close_timeout=bad)),  # type: ignore[arg-type]
+        ("--timeout", lambda: check.positive_seconds(bad, "--timeout")),
+    ]  # fmt: skip
+    for name, make in constructors:
+        with pytest.raises(veo4k.ConfigurationError, match=name):
+            make()
+
+
+async def test_download_timeout_refuses_nan_and_inf(
+    kie: FakeKie, make_client: ClientFactory, tmp_path: pathlib.Path
+) -> None:
+    """download(timeout=inf/nan) is a ConfigurationError before any request."""
+    client = make_client()
+    for bad in (math.inf, math.nan, 0):
+        with pytest.raises(veo4k.ConfigurationError, match="timeout"):
+            await client.download(kie.result_url("t"), tmp_path / "x.mp4", timeout=bad)
+    assert sum(kie.stats.requests.values()) == 0

@@ -20,22 +20,33 @@ async def typed_usage(kie: FakeKie) -> None:
             error: veo4k.Veo4kError | None = outcome.error
         results = await client.wait_for_4k_many(["a"], return_exceptions=True)
         first: veo4k.FourKResult | veo4k.Veo4kError = results[0]
-        path = await client.download(result, "videos/", overwrite=False)
+        path = await client.download(result, "videos/", overwrite=False, timeout=600.0)
         counts: veo4k.ProgressCounts = veo4k.BatchProgress(total=1).counts()
-    receiver = veo4k.CallbackReceiver("hmac-key", tolerance=300.0, max_body=1_048_576)
+    receiver = veo4k.CallbackReceiver(
+        "hmac-key", tolerance=300.0, max_body=1_048_576, max_store_bytes=16 * 1024 * 1024
+    )
     receiver.add_handler(lambda event: print(event.task_id, event.ok, event.result_urls))
     event: veo4k.CallbackEvent = await receiver.handle(b"{}", {}, token=receiver.token)
-    server = veo4k.CallbackServer(receiver, port=0, public_url=None)
+    server = veo4k.CallbackServer(
+        receiver, port=0, public_url=None, header_timeout=10.0, keepalive_timeout=15.0,
+        max_connections=512, close_timeout=5.0,
+    )  # fmt: skip
+    strict = veo4k.Veo4kClient("k", allow_http=False, allow_private_hosts=False)
     async with server, veo4k.Veo4kClient(callbacks=server, trust_callback_urls=False) as hybrid:
         await hybrid.wait_for_4k("veo_task_1")
     valid: bool = veo4k.verify_signature("veo_task_1", 1700000000, "c2ln", "hmac-key")
     one: veo4k.FourKResult = await veo4k.wait_for_4k("x", api_key="k")
     try:
         pass
+    except veo4k.DownloadTimeoutError as timeout_error:
+        dl: veo4k.DownloadError = timeout_error
+        te: TimeoutError = timeout_error
+        del dl, te
     except veo4k.APIError as exc:
         code: int = exc.code
         msg: str = exc.msg
         task: str | None = exc.task_id
+    del strict
     del ready, url, record, maybe, error, first, one, code, msg, task, path, counts, event, valid
 
 

@@ -128,6 +128,7 @@ class InProcessMixin:
 
 
 SIMULATED_BASE_URL = "http://kie.simulated"
+SIMULATED_FILE_BASE_URL = "http://files.kie.simulated"
 
 
 class _Content:
@@ -171,6 +172,8 @@ with warnings.catch_warnings():
         def __init__(self, fake: FakeKie) -> None:
             super().__init__()
             self._fake = fake
+            if not fake.file_base_url:  # not serving: result URLs still need a host to pass checks
+                fake.file_base_url = SIMULATED_FILE_BASE_URL
 
         def request(self, method: str, url: Any, **kwargs: Any) -> Any:
             try:

@@ -1,0 +1,134 @@
+"""Untrusted URLs: result links from any answer or callback, and where a download may connect.
+
+Two checks. :func:`result_url` is syntax only (every parsed result URL passes it: http(s), a
+host, no whitespace, a length cap). :class:`HostPolicy` decides where a download may go: https
+only (http when allowed), and never to loopback, private, link-local (169.254/16: cloud
+metadata) or other non-public addresses unless allowed. Names are checked on the addresses the
+connection will really use, by the resolver of the download session (:class:`GuardedResolver`),
+so a DNS name pointing at 127.0.0.1 is refused like the literal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+import aiohttp
+import attrs
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+__all__ = ["MAX_URL_CHARS", "GuardedResolver", "HostPolicy", "HostRefused", "result_url"]
+
+MAX_URL_CHARS = 4096
+"""Longest result URL accepted (Kie's are about 100 characters)."""
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def result_url(value: str) -> str:
+    """``value`` if it is an absolute http(s) URL with a host, else :class:`ValueError`."""
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(f"a result URL is longer than {MAX_URL_CHARS} characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"a result URL holds whitespace or control characters: {value[:80]!r}")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError(f"a result URL is malformed: {value[:80]!r}") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ValueError(f"a result URL must be http(s) with a host, got {value[:80]!r}")
+    return value
+
+
+class HostRefused(OSError):
+    """A download target the :class:`HostPolicy` forbids (an OSError, as aiohttp expects of a
+    resolver)."""
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_loopback_url(url: str) -> bool:
+    """True if ``url``'s host is a loopback address or ``localhost``."""
+    host = (urlsplit(url).hostname or "").lower()
+    ip = _address(host)
+    return host == "localhost" or (ip is not None and ip.is_loopback)
+
+
+@attrs.frozen(kw_only=True)
+class HostPolicy:
+    """Where downloads may connect: the client's ``allow_http`` / ``allow_private_hosts``,
+    plus ``loopback`` (true when the client's own ``base_url`` is loopback: local fakes)."""
+
+    allow_http: bool = False
+    allow_private: bool = False
+    loopback: bool = False
+
+    def address_ok(self, ip: IPAddress) -> bool:
+        """Public unicast addresses always; loopback with ``loopback``; any with
+        ``allow_private``."""
+        if self.allow_private:
+            return True
+        if ip.is_loopback:
+            return self.loopback
+        return ip.is_global and not ip.is_multicast
+
+    def check(self, url: str) -> None:
+        """Raise :class:`HostRefused` unless ``url`` may be fetched (literal hosts checked here,
+        names by :class:`GuardedResolver` at connect time)."""
+        try:
+            parsed = URL(url)
+        except ValueError:
+            raise HostRefused(f"malformed URL {url[:80]!r}") from None
+        scheme, host = parsed.scheme.lower(), (parsed.host or "").lower()
+        if scheme not in ("http", "https") or not host:
+            raise HostRefused(f"only http(s) URLs with a host are fetched, got {url[:80]!r}")
+        local = self.loopback and is_loopback_url(url)
+        if scheme == "http" and not (self.allow_http or local):
+            raise HostRefused(f"plain http is refused (pass allow_http=True): {url[:80]!r}")
+        ip = _address(host.split("%")[0])
+        if ip is not None and not self.address_ok(ip):
+            raise HostRefused(
+                f"{host} is a loopback, private or link-local address "
+                f"(pass allow_private_hosts=True to fetch it)"
+            )
+        if host == "localhost" and not (self.loopback or self.allow_private):
+            raise HostRefused("localhost is refused (pass allow_private_hosts=True to fetch it)")
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's default resolver, keeping only the addresses :class:`HostPolicy` allows: the
+    connection can then only use those (no DNS name or rebinding trick reaches 127.0.0.1)."""
+
+    def __init__(self, policy: HostPolicy) -> None:
+        self._policy = policy
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        kept = []
+        for entry in found:
+            ip = _address(entry["host"].split("%")[0])
+            if ip is not None and self._policy.address_ok(ip):
+                kept.append(entry)
+        if not kept:
+            raise HostRefused(
+                f"{host} resolves only to loopback, private or link-local addresses "
+                f"(pass allow_private_hosts=True to fetch it)"
+            )
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
