@@ -204,11 +204,9 @@ class _Run:
     async def _download(self, result: FourKResult, dest: pathlib.Path) -> tuple[pathlib.Path, int]:
         if self.disk_full:
             raise OSError(errno.ENOSPC, f"not started, the disk is full ({self.disk_full})")
-        part = dest.with_name(dest.name + ".part")
-        if not part.exists() and _intact(dest, None):
-            path = dest  # renamed into place by a run that died before journaling it
-        else:
-            path = await self.client.download(result, dest, overwrite=True)
+        # a file already there (a run killed between rename and journal, or truncated by
+        # someone) is fetched again: the size of a good one is not known until the host says
+        path = await self.client.download(result, dest, overwrite=True)
         return path, path.stat().st_size
 
     async def _wait(self, task_id: str, index: int) -> FourKResult:
