@@ -15,10 +15,11 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 EXIT_CODES = """exit codes:
   0    every task succeeded (or had in an earlier run)
   1    some tasks failed (the summary says which and why)
-  2    bad command line, task list, --out or option, or no API key; nothing was sent
-  3    another veo4k run is using the same journal (same --out); nothing was sent
-  4    the journal is corrupt or from a newer veo4k; nothing was sent
-  130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM: rerun the command to resume"""
+  2    bad command line, task list, --out or option, or no API key: nothing sent
+  3    another veo4k run is using this journal (same --out): nothing sent
+  4    the journal is corrupt or from a newer veo4k: nothing sent
+  130  stopped by Ctrl-C (SIGINT): rerun the same command to resume
+  143  stopped by SIGTERM (docker stop, systemd, CI): rerun to resume"""
 
 UPSCALE_EXAMPLES = f"""examples:
   veo4k upscale veo_task_abc veo_task_def:1 --out videos/
@@ -26,10 +27,11 @@ UPSCALE_EXAMPLES = f"""examples:
   veo4k upscale --from ids.txt --listen 0.0.0.0:8080 \\
       --callback-url https://me.example.com/kie/callback
 
-Rerun the same command after a crash, Ctrl-C or failure: the journal (OUT/veo4k-journal.sqlite)
-resumes it without paying twice. Tasks that failed for a reason a rerun may fix (key, network,
-timeout, download) are tried again; Kie's final answers (4K unavailable, source failed) are
-only listed, unless --retry-failed. Needs KIE_API_KEY (KIE_BASE_URL to point elsewhere).
+Rerun the same command after a crash, Ctrl-C or failure: the journal
+(OUT/veo4k-journal.sqlite) resumes it without paying twice. Tasks that failed
+for a reason a rerun may fix (key, network, timeout, download) are tried again;
+Kie's final answers (4K unavailable, source failed) are only listed, unless
+--retry-failed. Needs KIE_API_KEY (KIE_BASE_URL to point elsewhere).
 
 {EXIT_CODES}"""
 
@@ -81,8 +83,8 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="veo4k",
         description="Upscale Kie.ai Veo 3.1 videos to 4K.",
-        epilog=f"Examples: veo4k demo | veo4k upscale veo_task_abc --out videos/ | "
-        f"veo4k status veo_task_abc\n\n{EXIT_CODES}",
+        epilog="examples:\n  veo4k demo\n  veo4k upscale veo_task_abc --out videos/\n"
+        f"  veo4k status veo_task_abc\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"veo4k {_version()}")
@@ -104,8 +106,8 @@ def build_parser() -> Parser:
     up = sub.add_parser(
         "upscale",
         help="submit, wait for and download 4K videos",
-        description="Submit 4K upscales, wait for them (polling, or callbacks with --listen), "
-        "download each into OUT as <task_id>_<index>.mp4 and print a summary.",
+        description="Submit 4K upscales, wait for them (polling, or callbacks with\n"
+        "--listen), download each into OUT as <task_id>_<index>.mp4, print a summary.",
         epilog=UPSCALE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

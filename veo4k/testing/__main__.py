@@ -1,6 +1,6 @@
-"""``python -m veo4k.testing`` (or ``veo4k testing``): serve the fake Kie server until stopped.
+"""Serve the fake Kie server until stopped (``python -m veo4k.testing`` or ``veo4k testing``).
 
-Prints ``READY <base_url> <api_key>`` once listening. No rate limit unless ``--rate-limit``.
+Prints READY <base_url> <api_key> once listening. No rate limit unless --rate-limit.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ._fake import FakeKie
+
+
+_DESCRIPTION = """Serve the fake Kie server on 127.0.0.1 until stopped (Ctrl-C).
+Prints READY <base_url> <api_key> once listening; no rate limit unless asked."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +82,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m veo4k.testing") -> int:
     """Parse arguments and serve until Ctrl-C; 2 for a bad option or a port in use."""
-    parser = _Parser(prog=prog, description=__doc__,
+    parser = _Parser(prog=prog, description=_DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--port", type=_port, default=0,
                         help="TCP port on 127.0.0.1 (default: 0, any free port)")  # fmt: skip
