@@ -15,7 +15,6 @@ from typing import NoReturn
 
 from ._fake import FakeKie
 
-
 _DESCRIPTION = """Serve the fake Kie server on 127.0.0.1 until stopped (Ctrl-C).
 Prints READY <base_url> <api_key> once listening; no rate limit unless asked."""
 
