@@ -4,6 +4,7 @@ is missing), plain uncoloured lines in a pipe, counts that agree, the fault matr
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pathlib
 import pty
@@ -79,9 +80,6 @@ async def _tmux_screen(kie: FakeKie, out: pathlib.Path, tmux: str) -> tuple[str,
 async def _pty_screen(kie: FakeKie, out: pathlib.Path) -> tuple[str, str]:
     """Without tmux: the same run on a pseudo-terminal set to 80x24."""
     leader, follower = pty.openpty()
-    termios.tcsetwinsize(follower, (24, 80)) if hasattr(termios, "tcsetwinsize") else None
-    import fcntl
-
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     proc = await asyncio.create_subprocess_exec(
         *_argv(kie, out), env={**_env(kie), "TERM": "xterm"}, stdin=follower, stdout=follower,

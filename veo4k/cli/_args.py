@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_CODES", "UsageError", "build_parser"]
+from .._client import Veo4kClient
+
+__all__ = ["EXIT_CODES", "OPT_INS", "UsageError", "build_parser"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_JOURNAL = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -34,6 +37,13 @@ Kie's final answers (4K unavailable, source failed) are only listed, unless
 --retry-failed. Needs KIE_API_KEY (KIE_BASE_URL to point elsewhere).
 
 {EXIT_CODES}"""
+
+
+CLIENT_OPTIONS = frozenset(inspect.signature(Veo4kClient).parameters)
+OPT_INS = {
+    "allow_http": "allow plain-http Kie and file URLs, e.g. a local fake (default: https only)",
+    "allow_private_hosts": "allow private and loopback hosts (default: public hosts only)",
+}
 
 
 class UsageError(Exception):
@@ -146,6 +156,9 @@ def build_parser() -> Parser:
                     help="run the built-in callback server on this address, e.g. "
                     "127.0.0.1:8080 behind a tunnel; a wildcard host (0.0.0.0, [::]) needs "
                     "--callback-url (default: no server)")  # fmt: skip
+    for flag, what in OPT_INS.items():
+        if flag in CLIENT_OPTIONS:  # a client that offers the opt-in gets the flag
+            up.add_argument(f"--{flag.replace('_', '-')}", action="store_true", help=what)
     adv = up.add_argument_group("polling (advanced)")
     adv.add_argument("--first-poll", type=seconds, metavar="SECONDS",
                      help="wait before the first poll (default: 300)")  # fmt: skip

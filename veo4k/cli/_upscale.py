@@ -9,7 +9,7 @@ import contextlib
 import pathlib
 import signal
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import attrs
@@ -19,7 +19,14 @@ from .._callback_server import CallbackServer
 from .._client import Veo4kClient
 from .._config import PollPolicy, RateLimit
 from .._errors import ConfigurationError
-from ._args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, UsageError
+from ._args import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    OPT_INS,
+    UsageError,
+)
 from ._batch import BatchOptions, TaskReport, run_batch
 from ._display import JsonLines, PlainLines, RichProgress, plural, summary_table
 from ._inputs import read_tasks
@@ -125,8 +132,13 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     for note in tasks.notes:
         print(f"veo4k: note: {note}", file=err)
     server = _callback_server(args)
+    # the URL opt-ins exist only on clients that offer them (flags are added the same way)
+    opt_ins: dict[str, Any] = {name: True for name in OPT_INS if getattr(args, name, False)}
     client = Veo4kClient(
-        poll_policy=_policy(args), rate_limit=_rate_limit(args.rate_limit), callbacks=server
+        poll_policy=_policy(args),
+        rate_limit=_rate_limit(args.rate_limit),
+        callbacks=server,
+        **opt_ins,
     )
     out_dir = pathlib.Path(args.out)
     journal_path = pathlib.Path(args.journal) if args.journal else out_dir / "veo4k-journal.sqlite"
