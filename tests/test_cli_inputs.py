@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from veo4k.cli import main
-from veo4k.cli._batch import BatchOptions, TaskReport, run_batch
-from veo4k.cli._journal import SCHEMA_VERSION, Journal
+from veo4k.cli._batch import BatchOptions, TaskReport, describe, run_batch
+from veo4k.cli._journal import SCHEMA_VERSION, Journal, JournalError
 from veo4k.testing import FakeKie
 
 INTERNAL = ("parse", "Namespace", "Error:", "_main", "veo4k.cli", "<locals>", "NoneType")
@@ -144,7 +144,7 @@ async def test_full_disk_stops_new_downloads_but_waits_go_on(
 
     monkeypatch.setattr(veo4k.Veo4kClient, "download", full)
     sink = _Quiet()
-    async with veo4k.Veo4kClient(kie.api_key, base_url=kie.base_url,
+    async with veo4k.Veo4kClient(kie.api_key, base_url=kie.base_url, rate_limit=None,
                                  poll_policy=veo4k.testing.FAST_POLICY) as client:  # fmt: skip
         with Journal(tmp_path / "j.sqlite") as journal:
             reports = await run_batch(
@@ -169,3 +169,35 @@ class _Quiet:
 
     def report(self, report: TaskReport) -> None:
         return None
+
+
+async def test_unwritable_journal_stops_the_batch_with_a_message(
+    kie: FakeKie, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal write that fails (disk full under SQLite) stops the batch with one typed
+    error the command reports as exit 4, not a traceback from inside a task group."""
+    import veo4k
+
+    def broken(self: Journal, *args: object, **kwargs: object) -> None:
+        raise JournalError(f"cannot write the journal {self.path}: database or disk is full")
+
+    async with veo4k.Veo4kClient(kie.api_key, base_url=kie.base_url, rate_limit=None,
+                                 poll_policy=veo4k.testing.FAST_POLICY) as client:  # fmt: skip
+        with Journal(tmp_path / "j.sqlite") as journal:
+            monkeypatch.setattr(Journal, "record", broken)
+            with pytest.raises(JournalError, match="database or disk is full"):
+                await run_batch(client, [("veo_a", 0), ("veo_b", 0)], journal,
+                                BatchOptions(out_dir=tmp_path), _Quiet())  # fmt: skip
+
+
+def test_reasons_name_no_classes() -> None:
+    """A timeout is not a file error; a library class name inside a message is dropped."""
+    import veo4k
+
+    timeout = veo4k.WaitTimeoutError("veo_a", 0, timeout=5.0, attempts=3)
+    assert not describe(timeout).startswith("cannot write")
+    transport = veo4k.TransportError("connection failed (ClientConnectorError: refused)")
+    assert describe(transport) == "connection failed (refused)"
+    assert describe(OSError(28, "No space left on device", "/x")) == (
+        "cannot write /x: No space left on device"
+    )

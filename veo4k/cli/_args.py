@@ -20,7 +20,7 @@ EXIT_CODES = """exit codes:
   1    some tasks failed (the summary says which and why)
   2    bad command line, task list, --out or option, or no API key: nothing sent
   3    another veo4k run is using this journal (same --out): nothing sent
-  4    the journal is corrupt or from a newer veo4k: nothing sent
+  4    the journal is corrupt, from a newer veo4k, or cannot be written
   130  stopped by Ctrl-C (SIGINT): rerun the same command to resume
   143  stopped by SIGTERM (docker stop, systemd, CI): rerun to resume"""
 

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import functools
 import pathlib
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -24,11 +25,13 @@ from .._errors import (
     Veo4kError,
 )
 from .._models import FourKResult, WaitEvent, WaitState
-from ._journal import Entry, Journal, Kind, State
+from ._journal import Entry, Journal, JournalError, Kind, State
 
 __all__ = ["BatchOptions", "Sink", "TaskReport", "classify", "describe", "run_batch"]
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
+"""``ClientConnectorError: `` inside a library message: a class name, not a reason."""
 
 
 @attrs.frozen(kw_only=True)
@@ -99,10 +102,10 @@ def describe(exc: BaseException) -> str:
         return f"source video failed: {exc}"
     if isinstance(exc, APIError):
         return f"Kie refused ({exc.code}): {exc.msg}"
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and not isinstance(exc, Veo4kError | TimeoutError):
         where = f" {exc.filename}" if exc.filename else ""
         return f"cannot write{where}: {exc.strerror or exc}"
-    return str(exc).replace("\n", " ")
+    return _CLASS_NAME.sub("", str(exc)).replace("\n", " ")
 
 
 async def run_batch(
@@ -130,9 +133,16 @@ async def run_batch(
         sink.report(report)
 
     try:
-        async with asyncio.TaskGroup() as group:
-            for task_id, index in unique:
-                group.create_task(one(task_id, index))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for task_id, index in unique:
+                    group.create_task(one(task_id, index))
+        except ExceptionGroup as group_error:
+            # the journal cannot be written (disk full, I/O): stop, say so, no traceback
+            broken = [e for e in group_error.exceptions if isinstance(e, JournalError)]
+            if broken:
+                raise broken[0] from None
+            raise
     except asyncio.CancelledError:
         pass  # the caller knows why; the reports say what finished
     stopped = {

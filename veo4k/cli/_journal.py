@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 class JournalError(Exception):
-    """The journal file cannot be used: corrupt, not a journal, or from a newer veo4k."""
+    """The journal cannot be used: corrupt, not a journal, from a newer veo4k, or unwritable."""
 
 
 class JournalLocked(Exception):
@@ -227,15 +227,20 @@ class Journal:
             )
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    """One committed transaction; a failed write (disk full, I/O) becomes a JournalError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db, self._path = db, path
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write the journal {self._path}: {exc}") from None
 
     def __exit__(
         self,
@@ -243,4 +248,10 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as error:
+            if exc_type is None:
+                raise JournalError(f"cannot write the journal {self._path}: {error}") from None
+        if isinstance(exc, sqlite3.Error):
+            raise JournalError(f"cannot write the journal {self._path}: {exc}") from None
