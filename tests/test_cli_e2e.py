@@ -271,3 +271,21 @@ async def test_callback_url_decides_the_listening_path(
     assert summary(out)["counts"]["downloaded"] == 1
     assert kie.stats.callbacks_sent >= 1
     assert kie.stats.callbacks_failed == 0
+
+
+async def test_rerun_asks_kie_again_when_an_old_link_cannot_be_refreshed(
+    kie: FakeKie, tmp_path: pathlib.Path
+) -> None:
+    """A journaled link that expired and that Kie will not refresh: the rerun asks for the
+    finished 4K again (a repeat request, not a second paid job) and downloads it."""
+    argv = ["upscale", "veo_old", "--out", str(tmp_path), *FAST]
+    assert (await finish(await veo4k(kie, *argv)))[0] == 0
+    posts = kie.posts("veo_old")
+    (tmp_path / "veo_old_0.mp4").unlink()
+    kie.expired_files.add("veo_old_0.mp4")
+    kie.inject("envelope", code=422, msg="The url is too old.", path="/api/v1/common/download-url")
+    code, out, _ = await finish(await veo4k(kie, *argv))
+    assert code == 0, out
+    assert (tmp_path / "veo_old_0.mp4").read_bytes() == fake_video_bytes("veo_old_0.mp4", 65_536)
+    assert kie.posts("veo_old") == posts + 1
+    assert kie.submissions("veo_old") == 1

@@ -155,7 +155,9 @@ async def test_full_disk_stops_new_downloads_but_waits_go_on(
     assert len(calls) == 1
     assert [r.status for r in reports] == ["failed"] * 3
     assert reports[0].error == f"cannot write {calls[0]}: No space left on device"
-    assert "not started, the disk is full" in reports[1].error
+    assert reports[1].error == (
+        f"cannot write {tmp_path / 'veo_b_0.mp4'}: not started: the disk is full"
+    )
     assert all(r.kind == "retryable" and r.urls for r in reports)
     assert {e.state for e in entries.values()} == {"done"}
 

@@ -180,8 +180,9 @@ class _Run:
         if final and not self.options.retry_failed:
             return report(status="replayed", error=entry.error, kind=Kind.FINAL)
         result: FourKResult | None = None
+        journaled = entry.state in (State.DONE, State.DOWNLOADED) and bool(entry.urls)
         try:
-            if entry.state in (State.DONE, State.DOWNLOADED) and entry.urls:
+            if journaled:
                 # the URLs may have expired: download() refreshes them through Kie's API
                 result = FourKResult(task_id=task_id, index=index, result_urls=entry.urls)
             else:
@@ -189,7 +190,15 @@ class _Run:
             if not self.options.download:
                 return report(status="done", urls=result.result_urls,
                                   requests=result.requests, elapsed=result.elapsed)  # fmt: skip
-            path, size = await self._download(result, dest)
+            try:
+                path, size = await self._download(result, dest)
+            except Veo4kError:
+                if not journaled:
+                    raise
+                # Kie would not refresh an old link: ask for the finished 4K again (a repeat
+                # request answers with its URLs and never starts a second paid job)
+                result = await self._wait(task_id, index)
+                path, size = await self._download(result, dest)
         except (Veo4kError, OSError) as exc:
             return self._failed(task_id, index, exc, result)
         self.journal.record(task_id, index, State.DOWNLOADED, path=str(path), size=size)
@@ -199,7 +208,9 @@ class _Run:
     def _failed(
         self, task_id: str, index: int, exc: BaseException, result: FourKResult | None
     ) -> TaskReport:
-        kind, reason = classify(exc), describe(exc)
+        # a task whose 4K is known failed only its download: a rerun may fix that
+        kind = classify(exc) if result is None else Kind.RETRYABLE
+        reason = describe(exc)
         if isinstance(exc, OSError) and exc.errno in _NO_SPACE and not self.disk_full:
             self.disk_full = reason
         if result is None:
@@ -213,7 +224,7 @@ class _Run:
 
     async def _download(self, result: FourKResult, dest: pathlib.Path) -> tuple[pathlib.Path, int]:
         if self.disk_full:
-            raise OSError(errno.ENOSPC, f"not started, the disk is full ({self.disk_full})")
+            raise OSError(errno.ENOSPC, "not started: the disk is full", str(dest))
         # a file already there (a run killed between rename and journal, or truncated by
         # someone) is fetched again: the size of a good one is not known until the host says
         path = await self.client.download(result, dest, overwrite=True)
