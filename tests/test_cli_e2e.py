@@ -54,7 +54,7 @@ def journal_states(folder: pathlib.Path) -> dict[str, tuple[str, str]]:
 async def test_second_run_on_the_same_folder_is_refused(tmp_path: pathlib.Path) -> None:
     """While one run holds OUT, a second refuses at once (exit 3) and writes nothing; the first
     finishes untouched."""
-    async with FakeKie(ready_after=0.5) as kie:
+    async with FakeKie(ready_after=60.0) as kie:
         started = asyncio.Event()
         kie.on_submission = lambda task, index: started.set()
         first = await veo4k(kie, "upscale", "veo_a", "veo_b", "--out", str(tmp_path), *FAST)
@@ -66,8 +66,16 @@ async def test_second_run_on_the_same_folder_is_refused(tmp_path: pathlib.Path) 
         assert code == 3
         assert err.count("\n") == 1
         assert "another veo4k run is using the journal" in err
+        other = tmp_path.parent / f"{tmp_path.name}-other.sqlite"
+        code, _, err = await finish(await veo4k(
+            kie, "upscale", "veo_c", "--out", str(tmp_path), "--journal", str(other), *FAST
+        ))  # fmt: skip
+        assert code == 3  # another journal, the same download folder: refused too
+        assert not other.exists()
         assert kie.submissions("veo_c") == 0
         assert (tmp_path / "veo4k-journal.sqlite").read_bytes() == journal_before
+        for task in ("veo_a", "veo_b"):
+            kie.tasks[task].ready_after = 0.0
         assert (await finish(first))[0] == 0
     for name in ("veo_a_0.mp4", "veo_b_0.mp4"):
         assert (tmp_path / name).read_bytes() == fake_video_bytes(name, kie.file_size)
@@ -99,7 +107,7 @@ async def test_signal_mid_batch_stops_cleanly_and_rerun_finishes(
         assert f"stopped by {signal.Signals(signum).name}" in err
         assert {s for s, _ in journal_states(tmp_path).values()} == {"submitted"}
         for task in ids:
-            kie.add_task(task, ready_after=0.0)
+            kie.tasks[task].ready_after = 0.0  # the same tasks: their charges still count
         returncode, out, _ = await finish(await veo4k(kie, *argv))
         assert returncode == 0
         assert summary(out)["counts"]["downloaded"] == len(ids)
@@ -289,3 +297,22 @@ async def test_rerun_asks_kie_again_when_an_old_link_cannot_be_refreshed(
     assert (tmp_path / "veo_old_0.mp4").read_bytes() == fake_video_bytes("veo_old_0.mp4", 65_536)
     assert kie.posts("veo_old") == posts + 1
     assert kie.submissions("veo_old") == 1
+
+
+async def test_reader_going_away_does_not_stop_the_batch(
+    kie: FakeKie, tmp_path: pathlib.Path
+) -> None:
+    """`veo4k upscale ... --json | head -1`: the batch still finishes and journals, quietly."""
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "veo4k", "upscale", "veo_p1", "veo_p2", "veo_p3", "--out",
+        str(tmp_path), "--json", *FAST, env=env_for(kie), stdout=write_end, stderr=PIPE,
+    )  # fmt: skip
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        first = await asyncio.get_running_loop().run_in_executor(None, reader.readline)
+    assert json.loads(first)["event"] == "submitted"
+    _, err = await proc.communicate()
+    assert proc.returncode == 0
+    assert err.decode() == ""
+    assert {s for s, _ in journal_states(tmp_path).values()} == {"downloaded"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 from collections.abc import Sequence
 from types import TracebackType
@@ -16,9 +18,26 @@ from .._models import FourKResult, WaitEvent, WaitState
 from .._progress import BatchProgress
 from ._batch import TaskReport
 
-__all__ = ["JsonLines", "PlainLines", "RichProgress", "footer", "plural", "summary_table"]
+__all__ = [
+    "JsonLines", "PlainLines", "RichProgress", "detach", "footer", "plural", "summary_table",
+    "write",
+]  # fmt: skip
 
 STATUSES = ("downloaded", "done", "skipped", "failed", "replayed", "interrupted")
+
+
+def write(out: TextIO, line: str) -> None:
+    """Print a line; a reader that went away (``| head``) must not stop the batch."""
+    try:
+        print(line, file=out, flush=True)
+    except BrokenPipeError:
+        detach(out)
+
+
+def detach(out: TextIO) -> None:
+    """Send the rest of a closed stdout to /dev/null (no 'Exception ignored' at exit)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
 def plural(count: int, word: str) -> str:
@@ -44,7 +63,7 @@ class PlainLines:
         return None
 
     def _line(self, text: str) -> None:
-        print(text, file=self._out, flush=True)
+        write(self._out, text)
 
     def event(self, event: WaitEvent) -> None:
         key = (event.task_id, event.index)
@@ -84,7 +103,7 @@ class JsonLines:
         return None
 
     def _emit(self, record: dict[str, Any]) -> None:
-        print(json.dumps(record), file=self._out, flush=True)
+        write(self._out, json.dumps(record))
 
     def event(self, event: WaitEvent) -> None:
         key = (event.task_id, event.index)

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import pathlib
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -28,12 +28,13 @@ from ._args import (
     UsageError,
 )
 from ._batch import BatchOptions, TaskReport, run_batch
-from ._display import JsonLines, PlainLines, RichProgress, plural, summary_table
+from ._display import JsonLines, PlainLines, RichProgress, detach, plural, summary_table
 from ._inputs import read_tasks
 from ._journal import Journal, lock
 
 __all__ = ["prepare_out", "run_upscale"]
 
+DEFAULT_JOURNAL = "veo4k-journal.sqlite"
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "", "*")
 
 
@@ -98,16 +99,11 @@ def prepare_out(out: pathlib.Path) -> None:
         raise UsageError(f"cannot create --out {out}: {exc.strerror or exc}") from None
 
 
-@contextlib.contextmanager
-def _locked(journal: pathlib.Path) -> Iterator[None]:
+def _hold(stack: contextlib.ExitStack, journal: pathlib.Path) -> None:
+    """Take the lock beside ``journal`` for the rest of the run, or explain in one line."""
     try:
-        with lock(journal):
-            yield
-    except PermissionError as exc:
-        raise UsageError(f"cannot write in {journal.parent}: {exc.strerror}") from None
+        stack.enter_context(lock(journal))
     except OSError as exc:
-        if exc.filename is None:
-            raise
         raise UsageError(f"cannot write in {journal.parent}: {exc.strerror or exc}") from None
 
 
@@ -141,7 +137,7 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         **opt_ins,
     )
     out_dir = pathlib.Path(args.out)
-    journal_path = pathlib.Path(args.journal) if args.journal else out_dir / "veo4k-journal.sqlite"
+    journal_path = pathlib.Path(args.journal) if args.journal else out_dir / DEFAULT_JOURNAL
     if journal_path.is_dir():
         raise UsageError(f"--journal {journal_path} is a folder, not a file")
     prepare_out(out_dir)
@@ -152,8 +148,13 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         timeout=args.timeout, callback_url=None if server else args.callback_url,
         retry_failed=args.retry_failed,
     )  # fmt: skip
-    with _locked(journal_path):
+    with contextlib.ExitStack() as stack:
+        _hold(stack, journal_path)
         if options.download:
+            # with --journal elsewhere, the download folder gets its own lock: two runs must
+            # not write the same files either
+            if journal_path.resolve() != (out_dir / DEFAULT_JOURNAL).resolve():
+                _hold(stack, out_dir / DEFAULT_JOURNAL)
             _probe(out_dir)
         with Journal(journal_path) as journal:
             return await _run(client, server, tasks.pairs, journal, options, args.json, out, err)
@@ -192,11 +193,14 @@ async def _run(
         if server is not None:
             await server.close()
     code = _exit_code(reports, stop)
-    if isinstance(sink, JsonLines):
-        sink.summary(reports, code)
-    else:
-        console.print(summary_table(reports))
-    _notes(reports, options, stop, err if as_json else out)
+    try:
+        if isinstance(sink, JsonLines):
+            sink.summary(reports, code)
+        else:
+            console.print(summary_table(reports))
+        _notes(reports, options, stop, err if as_json else out)
+    except BrokenPipeError:
+        detach(out)
     return code
 
 
