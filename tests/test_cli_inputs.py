@@ -203,3 +203,18 @@ def test_reasons_name_no_classes() -> None:
     assert describe(OSError(28, "No space left on device", "/x")) == (
         "cannot write /x: No space left on device"
     )
+
+
+def test_listen_port_in_use(folder: pathlib.Path) -> None:
+    """--listen on a port another program holds: one line, exit 2, no journal left behind."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run(["upscale", "t", "--out", "o", "--listen", f"127.0.0.1:{port}"])
+    assert code == 2
+    assert err.startswith(f"veo4k: error: cannot listen on 127.0.0.1:{port}: ")
+    assert err.count("\n") == 1
+    assert not (folder / "o" / "veo4k-journal.sqlite").exists()

@@ -99,7 +99,7 @@ def prepare_out(out: pathlib.Path) -> None:
         raise UsageError(f"cannot create --out {out}: {exc.strerror or exc}") from None
 
 
-def _hold(stack: contextlib.ExitStack, journal: pathlib.Path) -> None:
+def _hold(stack: contextlib.AsyncExitStack, journal: pathlib.Path) -> None:
     """Take the lock beside ``journal`` for the rest of the run, or explain in one line."""
     try:
         stack.enter_context(lock(journal))
@@ -148,7 +148,7 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         timeout=args.timeout, callback_url=None if server else args.callback_url,
         retry_failed=args.retry_failed,
     )  # fmt: skip
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         _hold(stack, journal_path)
         if options.download:
             # with --journal elsewhere, the download folder gets its own lock: two runs must
@@ -156,6 +156,13 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             if journal_path.resolve() != (out_dir / DEFAULT_JOURNAL).resolve():
                 _hold(stack, out_dir / DEFAULT_JOURNAL)
             _probe(out_dir)
+        if server is not None:  # before the journal: a port in use leaves nothing behind
+            try:
+                await server.start()
+            except OSError as exc:
+                raise UsageError(f"cannot listen on {server.host}:{server.port}: "
+                                 f"{exc.strerror or exc}") from None  # fmt: skip
+            stack.push_async_callback(server.close)
         with Journal(journal_path) as journal:
             return await _run(client, server, tasks.pairs, journal, options, args.json, out, err)
 
@@ -179,19 +186,11 @@ async def _run(
     else:
         sink = PlainLines(out)
     stop = _Stop()
+    async with client:
+        with sink:
+            reports = await _batch(client, pairs, journal, options, sink, stop)
     if server is not None:
-        try:
-            await server.start()
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {server.host}:{server.port}: "
-                             f"{exc.strerror or exc}") from None  # fmt: skip
-    try:
-        async with client:
-            with sink:
-                reports = await _batch(client, pairs, journal, options, sink, stop)
-    finally:
-        if server is not None:
-            await server.close()
+        await server.close()  # idempotent; stops taking callbacks before the summary
     code = _exit_code(reports, stop)
     try:
         if isinstance(sink, JsonLines):
