@@ -106,6 +106,9 @@ async def test_signal_mid_batch_stops_cleanly_and_rerun_finishes(
         assert all(t["requests"] >= 1 for t in last["tasks"])
         assert f"stopped by {signal.Signals(signum).name}" in err
         assert {s for s, _ in journal_states(tmp_path).values()} == {"submitted"}
+        with sqlite3.connect(tmp_path / "veo4k-journal.sqlite") as db:
+            notes = db.execute("SELECT task_id FROM events WHERE detail='interrupted'").fetchall()
+        assert sorted(t for (t,) in notes) == ids
         for task in ids:
             kie.tasks[task].ready_after = 0.0  # the same tasks: their charges still count
         returncode, out, _ = await finish(await veo4k(kie, *argv))

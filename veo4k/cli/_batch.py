@@ -145,6 +145,9 @@ async def run_batch(
             raise
     except asyncio.CancelledError:
         pass  # the caller knows why; the reports say what finished
+    unfinished = [pair for pair in unique if pair not in reports]
+    if unfinished:  # their state stays as it was (a rerun resumes them); the log says why
+        journal.note(unfinished, "interrupted")
     stopped = {
         pair: TaskReport(
             task_id=pair[0], index=pair[1], status="interrupted", requests=run.requests.get(pair, 0)

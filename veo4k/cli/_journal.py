@@ -226,6 +226,16 @@ class Journal:
                 (now, task_id, index, state, detail),
             )
 
+    def note(self, pairs: Iterable[tuple[str, int]], detail: str) -> None:
+        """Log an event (e.g. ``interrupted``) for tasks without changing their state."""
+        now = time.time()
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO events (at, task_id, idx, state, detail) "
+                "SELECT ?, task_id, idx, state, ? FROM tasks WHERE task_id=? AND idx=?",
+                [(now, detail, t, i) for t, i in pairs],
+            )
+
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self.path)
 
