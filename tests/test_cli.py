@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from veo4k.cli import main
-from veo4k.cli._main import parse_task, read_task_file
+from veo4k.cli._inputs import parse_task, read_task_file
 from veo4k.testing import FakeKie, FakeTask, TaskOutcome, fake_video_bytes
 
 FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
@@ -35,8 +35,8 @@ def test_demo_in_process() -> None:
     """veo4k demo runs a batch on the fake and prints outcomes and a summary; exit 0."""
     code, out, _ = run(["demo", "--tasks", "6", "--seed", "3"])
     assert code == 0
-    assert "5 succeeded, 1 failed" in out
-    assert "FourKUnavailableError" in out
+    assert "6 tasks: 5 downloaded, 1 failed; " in out
+    assert "4K unavailable" in out
 
 
 def test_demo_as_subprocess() -> None:
@@ -47,7 +47,7 @@ def test_demo_as_subprocess() -> None:
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "succeeded" in proc.stdout
+    assert "4 tasks: " in proc.stdout
 
 
 def test_missing_key_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
@@ -60,7 +60,7 @@ def test_missing_key_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: path
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["upscale"], "no tasks"),
+        (["upscale", "--out", "o"], "no tasks"),
         (["upscale", "t:x"], "index"),
         (["upscale", "t", "--rate-limit", "fast"], "--rate-limit"),
         (["upscale", "t", "--listen", "nowhere"], "--listen"),
@@ -108,11 +108,13 @@ async def test_upscale_from_file_json(
     stdout, stderr = await proc.communicate()
     assert proc.returncode == 1, stderr.decode()
     lines = [json.loads(line) for line in stdout.decode().splitlines()]
-    by_id = {line["task_id"]: line for line in lines}
+    assert lines[-1]["event"] == "summary"
+    by_id = {task["task_id"]: task for task in lines[-1]["tasks"]}
     assert set(by_id) == {"veo_a", "veo_b", "veo_bad"}
     assert by_id["veo_a"]["status"] == "downloaded"
     assert by_id["veo_bad"]["status"] == "failed"
-    assert "ValidationError" in by_id["veo_bad"]["error"]
+    assert by_id["veo_bad"]["error_kind"] == "final"
+    assert "Kie refused (422)" in by_id["veo_bad"]["error"]
     data = (tmp_path / "out" / "veo_a_0.mp4").read_bytes()
     assert data == fake_video_bytes("veo_a_0.mp4", kie.file_size)
     assert kie.stats.file_auth_violations == []
@@ -197,7 +199,8 @@ async def test_rerun_skips_finished_tasks(
     )
     stdout, _ = await proc.communicate()
     assert proc.returncode == 0
-    assert {json.loads(x)["status"] for x in stdout.decode().splitlines()} == {"skipped"}
+    events = [json.loads(x)["event"] for x in stdout.decode().splitlines()]
+    assert events == ["skipped", "skipped", "summary"]
     assert sum(kie.stats.requests.values()) == requests
 
 

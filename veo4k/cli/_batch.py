@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import pathlib
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
 
 from .._client import Veo4kClient
-from .._errors import Veo4kError
+from .._errors import (
+    APIError,
+    BadRequestError,
+    FourKUnavailableError,
+    MediaFetchError,
+    NotFoundError,
+    SourceNotReadyError,
+    SourceTaskFailedError,
+    ValidationError,
+    Veo4kError,
+)
 from .._models import FourKResult, WaitEvent, WaitState
-from ._journal import Entry, Journal, State
+from ._journal import Entry, Journal, JournalError, Kind, State
 
-__all__ = ["BatchOptions", "Sink", "TaskReport", "run_batch"]
+__all__ = ["BatchOptions", "Sink", "TaskReport", "classify", "describe", "run_batch"]
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
+"""``ClientConnectorError: `` inside a library message: a class name, not a reason."""
 
 
 @attrs.frozen(kw_only=True)
@@ -24,18 +41,21 @@ class TaskReport:
     task_id: str
     index: int
     status: str
-    """downloaded, done (not downloaded), skipped (finished in an earlier run) or failed."""
+    """downloaded, done (not downloaded), skipped (finished in an earlier run), failed,
+    replayed (failed for good in an earlier run) or interrupted."""
     urls: tuple[str, ...] = ()
     path: str = ""
     size: int = 0
     error: str = ""
+    kind: str = ""
+    """For failures: ``final`` (Kie's answer about the task) or ``retryable``."""
     requests: int = 0
     elapsed: float = 0.0
 
     @property
     def ok(self) -> bool:
-        """Anything but failed."""
-        return self.status != "failed"
+        """Finished well, in this run or an earlier one."""
+        return self.status in ("downloaded", "done", "skipped")
 
 
 @attrs.frozen(kw_only=True)
@@ -51,10 +71,41 @@ class BatchOptions:
 
 
 class Sink(Protocol):
-    """Where progress goes: a rich display, plain lines, or nothing."""
+    """Where progress goes: a rich display, plain lines, JSON lines, or nothing."""
 
     def event(self, event: WaitEvent) -> None: ...
+    def done(self, result: FourKResult) -> None: ...
     def report(self, report: TaskReport) -> None: ...
+
+
+def classify(exc: BaseException) -> str:
+    """``final`` for Kie's own verdict on a task, ``retryable`` for anything a rerun may fix.
+
+    Final: the 4K is unavailable, the source generation failed, or Kie refused the task itself
+    (400, 404, 422, 451). Auth, credits, rate limits, maintenance, server errors, transport,
+    timeouts, configuration, downloads and file-system errors are retryable.
+    """
+    if isinstance(exc, FourKUnavailableError | SourceTaskFailedError):
+        return Kind.FINAL
+    if isinstance(exc, SourceNotReadyError):
+        return Kind.RETRYABLE
+    if isinstance(exc, BadRequestError | NotFoundError | ValidationError | MediaFetchError):
+        return Kind.FINAL
+    return Kind.RETRYABLE
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a report: what happened, in words, with Kie's message."""
+    if isinstance(exc, FourKUnavailableError):
+        return f"4K unavailable: {exc.msg}"
+    if isinstance(exc, SourceTaskFailedError):
+        return f"source video failed: {exc}"
+    if isinstance(exc, APIError):
+        return f"Kie refused ({exc.code}): {exc.msg}"
+    if isinstance(exc, OSError) and not isinstance(exc, Veo4kError | TimeoutError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{where}: {exc.strerror or exc}"
+    return _CLASS_NAME.sub("", str(exc)).replace("\n", " ")
 
 
 async def run_batch(
@@ -64,78 +115,148 @@ async def run_batch(
     options: BatchOptions,
     sink: Sink,
 ) -> list[TaskReport]:
-    """Wait for and download every task, journaling each step; return reports in input order."""
-    journal.enqueue(pairs)
+    """Wait for and download every task, journaling each step; return reports in input order.
+
+    Cancelled (SIGINT/SIGTERM), it cancels every wait and returns what finished plus an
+    ``interrupted`` report for the rest; every journal transition is already committed.
+    """
+    unique = list(dict.fromkeys(pairs))
+    journal.enqueue(unique)
     known = journal.entries()
-    limit = asyncio.Semaphore(options.concurrency)
+    run = _Run(client, journal, options, sink)
     reports: dict[tuple[str, int], TaskReport] = {}
 
     async def one(task_id: str, index: int) -> None:
-        async with limit:
-            report = await _one(client, journal, options, sink, known[(task_id, index)])
+        async with run.limit:
+            report = await run.one(known[(task_id, index)])
         reports[(task_id, index)] = report
         sink.report(report)
 
-    unique = list(dict.fromkeys(pairs))
-    async with asyncio.TaskGroup() as group:
-        for task_id, index in unique:
-            group.create_task(one(task_id, index))
-    return [reports[pair] for pair in unique]
-
-
-async def _one(
-    client: Veo4kClient, journal: Journal, options: BatchOptions, sink: Sink, entry: Entry
-) -> TaskReport:
-    task_id, index = entry.task_id, entry.index
-    dest = options.out_dir / f"{task_id}_{index}.mp4"
-    if entry.state == State.DOWNLOADED and dest.exists() and dest.stat().st_size == entry.size:
-        return TaskReport(task_id=task_id, index=index, status="skipped", urls=entry.urls,
-                          path=str(dest), size=entry.size)  # fmt: skip
-    if entry.state == State.FAILED and not options.retry_failed:
-        return TaskReport(task_id=task_id, index=index, status="failed", error=entry.error)
     try:
-        if entry.state in (State.DONE, State.DOWNLOADED) and entry.urls:
-            result = FourKResult(task_id=task_id, index=index, result_urls=entry.urls)
-        else:
-            result = await _wait(client, journal, options, sink, task_id, index)
-        if not options.download:
-            return TaskReport(task_id=task_id, index=index, status="done", urls=result.result_urls,
-                              requests=result.requests, elapsed=result.elapsed)  # fmt: skip
-        if dest.exists() and not dest.with_name(dest.name + ".part").exists():
-            path = dest  # renamed into place by a run that died before journaling it
-        else:
-            path = await client.download(result, dest, overwrite=True)
-        size = path.stat().st_size
-        journal.record(task_id, index, State.DOWNLOADED, path=str(path), size=size)
-        return TaskReport(task_id=task_id, index=index, status="downloaded",
-                          urls=result.result_urls, path=str(path), size=size,
-                          requests=result.requests, elapsed=result.elapsed)  # fmt: skip
-    except Veo4kError as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        journal.record(task_id, index, State.FAILED, error=reason)
-        return TaskReport(task_id=task_id, index=index, status="failed", error=reason)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for task_id, index in unique:
+                    group.create_task(one(task_id, index))
+        except ExceptionGroup as group_error:
+            # the journal cannot be written (disk full, I/O): stop, say so, no traceback
+            broken = [e for e in group_error.exceptions if isinstance(e, JournalError)]
+            if broken:
+                raise broken[0] from None
+            raise
+    except asyncio.CancelledError:
+        pass  # the caller knows why; the reports say what finished
+    unfinished = [pair for pair in unique if pair not in reports]
+    if unfinished:  # their state stays as it was (a rerun resumes them); the log says why
+        journal.note(unfinished, "interrupted")
+    stopped = {
+        pair: TaskReport(
+            task_id=pair[0], index=pair[1], status="interrupted", requests=run.requests.get(pair, 0)
+        )
+        for pair in unique
+        if pair not in reports
+    }
+    return [reports.get(pair) or stopped[pair] for pair in unique]
 
 
-async def _wait(
-    client: Veo4kClient,
-    journal: Journal,
-    options: BatchOptions,
-    sink: Sink,
-    task_id: str,
-    index: int,
-) -> FourKResult:
-    submitted = False
+class _Run:
+    """State shared by the tasks of one batch."""
 
-    def on_update(event: WaitEvent) -> None:
-        nonlocal submitted
-        if not submitted and event.state in (WaitState.SUBMITTED, WaitState.PROCESSING):
-            submitted = True
-            journal.record(task_id, index, State.SUBMITTED)
-        sink.event(event)
+    def __init__(
+        self, client: Veo4kClient, journal: Journal, options: BatchOptions, sink: Sink
+    ) -> None:
+        self.client, self.journal, self.options, self.sink = client, journal, options, sink
+        self.limit = asyncio.Semaphore(options.concurrency)
+        self.requests: dict[tuple[str, int], int] = {}
+        self.disk_full: str = ""
+        """Set by the first ENOSPC: later downloads are not started, waits go on."""
 
-    result = await client.wait_for_4k(
-        task_id, index, timeout=options.timeout, callback_url=options.callback_url,
-        on_update=on_update,
-    )  # fmt: skip
-    journal.record(task_id, index, State.DONE, urls=result.result_urls)
-    return result
+    async def one(self, entry: Entry) -> TaskReport:
+        task_id, index = entry.task_id, entry.index
+        dest = self.options.out_dir / f"{task_id}_{index}.mp4"
+        report = functools.partial(TaskReport, task_id=task_id, index=index)
+        if entry.state == State.DOWNLOADED and _intact(dest, entry.size):
+            return report(status="skipped", urls=entry.urls, path=str(dest),
+                              size=entry.size)  # fmt: skip
+        if entry.state == State.DONE and not self.options.download:
+            return report(status="skipped", urls=entry.urls)
+        final = entry.state == State.FAILED and entry.kind == Kind.FINAL
+        if final and not self.options.retry_failed:
+            return report(status="replayed", error=entry.error, kind=Kind.FINAL)
+        result: FourKResult | None = None
+        journaled = entry.state in (State.DONE, State.DOWNLOADED) and bool(entry.urls)
+        try:
+            if journaled:
+                # the URLs may have expired: download() refreshes them through Kie's API
+                result = FourKResult(task_id=task_id, index=index, result_urls=entry.urls)
+            else:
+                result = await self._wait(task_id, index)
+            if not self.options.download:
+                return report(status="done", urls=result.result_urls,
+                                  requests=result.requests, elapsed=result.elapsed)  # fmt: skip
+            try:
+                path, size = await self._download(result, dest)
+            except Veo4kError:
+                if not journaled:
+                    raise
+                # Kie would not refresh an old link: ask for the finished 4K again (a repeat
+                # request answers with its URLs and never starts a second paid job)
+                result = await self._wait(task_id, index)
+                path, size = await self._download(result, dest)
+        except (Veo4kError, OSError) as exc:
+            return self._failed(task_id, index, exc, result)
+        self.journal.record(task_id, index, State.DOWNLOADED, path=str(path), size=size)
+        return report(status="downloaded", urls=result.result_urls, path=str(path),
+                          size=size, requests=result.requests, elapsed=result.elapsed)  # fmt: skip
+
+    def _failed(
+        self, task_id: str, index: int, exc: BaseException, result: FourKResult | None
+    ) -> TaskReport:
+        # a task whose 4K is known failed only its download: a rerun may fix that
+        kind = classify(exc) if result is None else Kind.RETRYABLE
+        reason = describe(exc)
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE and not self.disk_full:
+            self.disk_full = reason
+        if result is None:
+            self.journal.record(task_id, index, State.FAILED, error=reason, kind=kind)
+        else:  # the task stays done with its URLs journaled: a rerun only downloads it
+            self.journal.record(task_id, index, State.DONE, error=reason, kind=Kind.RETRYABLE)
+        requests = result.requests if result else self.requests.get((task_id, index), 0)
+        return TaskReport(task_id=task_id, index=index, status="failed", error=reason, kind=kind,
+                          urls=result.result_urls if result else (), requests=requests,
+                          elapsed=result.elapsed if result else 0.0)  # fmt: skip
+
+    async def _download(self, result: FourKResult, dest: pathlib.Path) -> tuple[pathlib.Path, int]:
+        if self.disk_full:
+            raise OSError(errno.ENOSPC, "not started: the disk is full", str(dest))
+        # a file already there (a run killed between rename and journal, or truncated by
+        # someone) is fetched again: the size of a good one is not known until the host says
+        path = await self.client.download(result, dest, overwrite=True)
+        return path, path.stat().st_size
+
+    async def _wait(self, task_id: str, index: int) -> FourKResult:
+        submitted = False
+
+        def on_update(event: WaitEvent) -> None:
+            nonlocal submitted
+            self.requests[(task_id, index)] = event.attempt
+            if not submitted and event.state in (WaitState.SUBMITTED, WaitState.PROCESSING):
+                submitted = True
+                self.journal.record(task_id, index, State.SUBMITTED)
+            self.sink.event(event)
+
+        result = await self.client.wait_for_4k(
+            task_id, index, timeout=self.options.timeout,
+            callback_url=self.options.callback_url, on_update=on_update,
+        )  # fmt: skip
+        self.journal.record(task_id, index, State.DONE, urls=result.result_urls)
+        self.sink.done(result)
+        return result
+
+
+def _intact(path: pathlib.Path, size: int | None) -> bool:
+    """The file is there, non-empty, and as long as journaled (when known)."""
+    try:
+        actual = path.stat().st_size
+    except OSError:
+        return False
+    return actual > 0 and (size is None or actual == size)

@@ -13,7 +13,7 @@ from .._client import Veo4kClient
 from .._config import PollPolicy, RateLimit, RetryPolicy
 from ..testing import FakeKie, TaskOutcome
 from ._batch import BatchOptions, TaskReport, run_batch
-from ._display import PlainLines, RichProgress, summary_table
+from ._display import PlainLines, RichProgress, plural, summary_table
 from ._journal import Journal
 
 __all__ = ["DEMO_POLICY", "demo_tasks", "run_demo"]
@@ -49,11 +49,12 @@ def demo_tasks(count: int, seed: int) -> list[DemoTask]:
 async def run_demo(count: int, seed: int, out_dir: pathlib.Path, out: TextIO) -> list[TaskReport]:
     """Run the demo batch with live progress, download into ``out_dir``, print a summary."""
     tasks = demo_tasks(count, seed)
-    console = Console(file=out)
+    console = Console(file=out, highlight=False)
     async with FakeKie(seed=seed, file_size=256 * 1024) as kie:
         for task in tasks:
             kie.add_task(task.task_id, ready_after=task.ready_after, outcome=task.outcome)
-        console.print(f"fake Kie server at {kie.base_url}; upscaling {count} tasks into {out_dir}")
+        console.print(f"fake Kie server at {kie.base_url}; upscaling {plural(count, 'task')} "
+                      f"into {out_dir}")  # fmt: skip
         retry = RetryPolicy(wait_initial=0.1, wait_max=1.0, maintenance_wait=0.5)
         client = Veo4kClient(
             kie.api_key,

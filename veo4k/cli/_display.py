@@ -1,26 +1,56 @@
-"""Progress output: a rich live display on a terminal, one line per event otherwise."""
+"""Progress output: a live bar on a terminal, plain lines in a pipe, NDJSON with ``--json``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self, TextIO
+from typing import Any, Self, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .._models import WaitEvent, WaitState
+from .._models import FourKResult, WaitEvent, WaitState
 from .._progress import BatchProgress
 from ._batch import TaskReport
 
-__all__ = ["JsonLines", "PlainLines", "RichProgress", "summary_table"]
+__all__ = [
+    "JsonLines", "PlainLines", "RichProgress", "detach", "footer", "plural", "summary_table",
+    "write",
+]  # fmt: skip
+
+STATUSES = ("downloaded", "done", "skipped", "failed", "replayed", "interrupted")
+
+
+def write(out: TextIO, line: str) -> None:
+    """Print a line; a reader that went away (``| head``) must not stop the batch."""
+    try:
+        print(line, file=out, flush=True)
+    except BrokenPipeError:
+        detach(out)
+
+
+def detach(out: TextIO) -> None:
+    """Send the rest of a closed stdout to /dev/null (no 'Exception ignored' at exit)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def plural(count: int, word: str) -> str:
+    """``1 request``, ``2 requests``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.0f} KiB" if size < 10 * 1024**2 else f"{size / 1024**2:.0f} MiB"
 
 
 class PlainLines:
-    """One line per state change and per finished task: for logs and pipes."""
+    """One line per state change and per finished task: for logs and pipes (no colour)."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -32,34 +62,89 @@ class PlainLines:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def _line(self, text: str) -> None:
+        write(self._out, text)
+
     def event(self, event: WaitEvent) -> None:
         key = (event.task_id, event.index)
-        if self._last.get(key) is event.state or event.state in (WaitState.READY,):
+        if self._last.get(key) is event.state or event.state in (
+            WaitState.READY, WaitState.FAILED,
+        ):  # fmt: skip
             return
         self._last[key] = event.state
-        print(f"{event.task_id}:{event.index} {event.state.value} ({event.elapsed:.0f} s, "
-              f"{event.attempt} requests)", file=self._out, flush=True)  # fmt: skip
+        self._line(f"{event.task_id}:{event.index} {event.state.value} "
+                   f"({event.elapsed:.0f} s, {plural(event.attempt, 'request')})")  # fmt: skip
+
+    def done(self, result: FourKResult) -> None:
+        return None  # the task's report follows at once
 
     def report(self, report: TaskReport) -> None:
-        detail = report.path or report.error or (report.urls[0] if report.urls else "")
-        print(f"{report.task_id}:{report.index} {report.status} {detail}", file=self._out,
-              flush=True)  # fmt: skip
+        name = f"{report.task_id}:{report.index} {report.status}"
+        if report.path:
+            self._line(f"{name} {pathlib.Path(report.path).name} ({_kib(report.size)})")
+        elif report.status in ("failed", "replayed"):
+            self._line(f"{name} ({report.kind}; reason in the summary)")
+        else:
+            self._line(name)
 
 
-class JsonLines(PlainLines):
-    """One JSON object per finished task on ``out``; nothing else there."""
+class JsonLines:
+    """NDJSON on ``out`` as things happen: submitted, progress, done, then downloaded, failed,
+    skipped, replayed or interrupted per task; a final ``summary`` object. Nothing else."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._submitted: set[tuple[str, int]] = set()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        write(self._out, json.dumps(record))
 
     def event(self, event: WaitEvent) -> None:
-        return None  # progress is not printed: stdout holds only the JSON lines
+        key = (event.task_id, event.index)
+        if event.state in (WaitState.READY, WaitState.FAILED):
+            return  # the done / failed objects carry these
+        name = "progress"
+        if key not in self._submitted and event.state in (
+            WaitState.SUBMITTED, WaitState.PROCESSING,
+        ):  # fmt: skip
+            self._submitted.add(key)
+            name = "submitted"
+        self._emit({"event": name, "task_id": event.task_id, "index": event.index,
+                    "state": event.state.value, "requests": event.attempt,
+                    "elapsed": round(event.elapsed, 3)})  # fmt: skip
+
+    def done(self, result: FourKResult) -> None:
+        self._emit({"event": "done", "task_id": result.task_id, "index": result.index,
+                    "result_urls": list(result.result_urls), "requests": result.requests,
+                    "elapsed": round(result.elapsed, 3)})  # fmt: skip
 
     def report(self, report: TaskReport) -> None:
-        record = {
-            "task_id": report.task_id, "index": report.index, "status": report.status,
-            "result_urls": list(report.urls), "path": report.path or None,
-            "size": report.size or None, "error": report.error or None,
-            "requests": report.requests, "elapsed": round(report.elapsed, 3),
-        }  # fmt: skip
-        print(json.dumps(record), file=self._out, flush=True)
+        if report.status == "done":
+            return  # already announced by done()
+        self._emit({"event": report.status, **task_record(report)})
+
+    def summary(self, reports: Sequence[TaskReport], exit_code: int) -> None:
+        """The last line: counts, total requests and every task's record."""
+        counts = {s: sum(r.status == s for r in reports) for s in STATUSES}
+        self._emit({"event": "summary", "exit_code": exit_code, "counts": counts,
+                    "requests": sum(r.requests for r in reports),
+                    "tasks": [task_record(r) for r in reports]})  # fmt: skip
+
+
+def task_record(r: TaskReport) -> dict[str, Any]:
+    """One task as JSON: status, URLs, file, error and its kind, requests, seconds."""
+    return {
+        "task_id": r.task_id, "index": r.index, "status": r.status,
+        "result_urls": list(r.urls), "path": r.path or None, "size": r.size or None,
+        "error": r.error or None, "error_kind": r.kind or None,
+        "requests": r.requests, "elapsed": round(r.elapsed, 3),
+    }  # fmt: skip
 
 
 class RichProgress:
@@ -68,13 +153,13 @@ class RichProgress:
     def __init__(self, total: int, console: Console) -> None:
         self.tally = BatchProgress(total)
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
             TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
+            expand=True,
         )
         self._done = self._failed = 0
         self._bar = self._progress.add_task(self._describe(), total=total)
@@ -93,14 +178,14 @@ class RichProgress:
 
     def _describe(self) -> str:
         c = self.tally.counts()
-        return (
-            f"submitted {c.submitted}  processing {c.processing}  "
-            f"done {self._done}  failed {self._failed}"
-        )
+        return f"sent {c.submitted} waiting {c.processing} ok {self._done} failed {self._failed}"
 
     def event(self, event: WaitEvent) -> None:
         self.tally(event)
         self._progress.update(self._bar, description=self._describe())
+
+    def done(self, result: FourKResult) -> None:
+        return None
 
     def report(self, report: TaskReport) -> None:
         if report.ok:
@@ -112,20 +197,29 @@ class RichProgress:
         )
 
 
+def footer(reports: Sequence[TaskReport]) -> str:
+    """``3 downloaded, 1 failed; 14 requests``: the same counts as the table's rows."""
+    parts = [f"{sum(r.status == s for r in reports)} {s}" for s in STATUSES]
+    parts = [p for p in parts if not p.startswith("0 ")]
+    requests = plural(sum(r.requests for r in reports), "request")
+    return f"{plural(len(reports), 'task')}: {', '.join(parts)}; {requests}"
+
+
 def summary_table(reports: Sequence[TaskReport]) -> Table:
-    """The end-of-run table: one row per task and a totals caption."""
-    table = Table(title="veo4k batch")
-    for column in ("task", "status", "requests", "seconds", "file / error"):
-        table.add_column(column, overflow="fold")
+    """The end-of-run table: one row per task, each failure's reason once, a totals caption."""
+    table = Table(title="veo4k batch", caption=footer(reports), expand=False)
+    table.add_column("task", overflow="fold", ratio=3)
+    table.add_column("status", no_wrap=True)
+    table.add_column("req", justify="right", no_wrap=True)
+    table.add_column("file / error", overflow="fold", ratio=4)
     for r in reports:
-        style = "red" if r.status == "failed" else "green"
+        style = "green" if r.ok else "red" if r.status != "interrupted" else "yellow"
         if r.path:
-            detail = f"{pathlib.Path(r.path).name} ({r.size / 1024:.0f} KiB)"
+            detail = f"{pathlib.Path(r.path).name} ({_kib(r.size)})"
+        elif r.error:
+            detail = r.error if len(r.error) <= 120 else r.error[:117] + "..."
         else:
-            detail = r.error if len(r.error) < 90 else r.error[:87] + "..."
-        table.add_row(f"{r.task_id}:{r.index}", f"[{style}]{r.status}[/]", str(r.requests or ""),
-                      f"{r.elapsed:.1f}" if r.elapsed else "", detail)  # fmt: skip
-    ok = sum(r.ok for r in reports)
-    requests = sum(r.requests for r in reports)
-    table.caption = f"{ok} succeeded, {len(reports) - ok} failed, {requests} requests"
+            detail = r.urls[0] if r.urls else ""
+        table.add_row(f"{r.task_id}:{r.index}", f"[{style}]{r.status}[/]",
+                      str(r.requests or ""), detail)  # fmt: skip
     return table

@@ -1,23 +1,41 @@
 """The batch journal: every task's state in SQLite, each transition committed before the next.
 
-States move queued -> submitted -> done -> downloaded, or to failed. A rerun reads them back:
-downloaded tasks are skipped, done ones only downloaded, submitted ones waited on again (a
-repeat get-4k-video request reports progress and never starts a second paid job).
+States move queued -> submitted -> done -> downloaded, or to failed. A failure records its
+``kind``: ``final`` (Kie's own answer about the task: replayed on a rerun) or ``retryable``
+(auth, configuration, transport, interrupted, download: tried again on a rerun). A rerun reads
+the states back: downloaded tasks whose file is intact are skipped, done ones only downloaded,
+submitted ones waited on again (a repeat get-4k-video request reports progress and never
+starts a second paid job).
+
+One run per journal: :func:`lock` takes an OS lock on ``<journal>.lock`` that the kernel
+releases when the process dies, even by ``kill -9``, so a stale lock cannot exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import attrs
 
-__all__ = ["Entry", "Journal", "State"]
+try:  # POSIX; on Windows the journal is used without the one-run guard
+    import fcntl
+except ImportError:  # pragma: no cover - depends on the platform
+    fcntl = None  # type: ignore[assignment]  # reason: optional platform module
+
+__all__ = [
+    "SCHEMA_VERSION", "Entry", "Journal", "JournalError", "JournalLocked", "Kind", "State", "lock",
+]  # fmt: skip
+
+SCHEMA_VERSION = 2
+"""1: states only (veo4k 0.1); 2: failures carry a kind (final or retryable)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -29,6 +47,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     path TEXT NOT NULL DEFAULT '',
     size INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (task_id, idx)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -41,6 +60,14 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+class JournalError(Exception):
+    """The journal cannot be used: corrupt, not a journal, from a newer veo4k, or unwritable."""
+
+
+class JournalLocked(Exception):
+    """Another veo4k run holds the journal."""
+
+
 class State:
     """Journal states, in order."""
 
@@ -49,6 +76,13 @@ class State:
     DONE = "done"
     DOWNLOADED = "downloaded"
     FAILED = "failed"
+
+
+class Kind:
+    """Why a task failed: Kie's final answer, or something a rerun may fix."""
+
+    FINAL = "final"
+    RETRYABLE = "retryable"
 
 
 @attrs.frozen
@@ -62,6 +96,27 @@ class Entry:
     error: str = ""
     path: str = ""
     size: int = 0
+    kind: str = ""
+
+
+@contextlib.contextmanager
+def lock(journal: Path) -> Iterator[None]:
+    """Hold an exclusive OS lock on ``<journal>.lock`` or raise :class:`JournalLocked` at once.
+
+    ``flock`` (not a PID file) because the kernel drops it with the process: a crash or
+    ``kill -9`` leaves no stale lock to clean up. The stdlib suffices, so no dependency.
+    """
+    path = journal.with_name(journal.name + ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JournalLocked(str(journal)) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 class Journal:
@@ -69,10 +124,39 @@ class Journal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise JournalError(
+                f"{self.path} is not a usable veo4k journal ({exc}); move it away to start over"
+            ) from None
+        except JournalError:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path} was written by a newer veo4k (journal schema {version}, this "
+                f"veo4k reads up to {SCHEMA_VERSION}); upgrade veo4k or use another --out"
+            )
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        if tables and "tasks" not in tables:
+            raise JournalError(f"{self.path} is not a veo4k journal; use another --journal")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)")}
+        if "kind" not in columns:  # schema 1: old failures count as retryable
+            self._db.execute("ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT ''")
+        if version != SCHEMA_VERSION:
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def __enter__(self) -> Self:
         return self
@@ -92,11 +176,10 @@ class Journal:
     def entries(self) -> dict[tuple[str, int], Entry]:
         """Every task's last state."""
         rows = self._db.execute(
-            "SELECT task_id, idx, state, urls, error, path, size FROM tasks"
+            "SELECT task_id, idx, state, urls, error, path, size, kind FROM tasks"
         ).fetchall()
         return {
-            (r[0], r[1]): Entry(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], r[6])
-            for r in rows
+            (r[0], r[1]): Entry(r[0], r[1], r[2], tuple(json.loads(r[3])), *r[4:]) for r in rows
         }
 
     def enqueue(self, pairs: Iterable[tuple[str, int]]) -> None:
@@ -116,6 +199,7 @@ class Journal:
         *,
         urls: Iterable[str] = (),
         error: str = "",
+        kind: str = "",
         path: str = "",
         size: int = 0,
     ) -> None:
@@ -125,15 +209,16 @@ class Journal:
         with self._tx():
             if url_list:
                 self._db.execute(
-                    "UPDATE tasks SET state=?, urls=?, error=?, updated=? "
+                    "UPDATE tasks SET state=?, urls=?, error=?, kind=?, updated=? "
                     "WHERE task_id=? AND idx=?",
-                    (state, json.dumps(url_list), error, now, task_id, index),
+                    (state, json.dumps(url_list), error, kind, now, task_id, index),
                 )
             else:
                 self._db.execute(
-                    "UPDATE tasks SET state=?, error=?, path=CASE WHEN ?='' THEN path ELSE ? END, "
+                    "UPDATE tasks SET state=?, error=?, kind=?, "
+                    "path=CASE WHEN ?='' THEN path ELSE ? END, "
                     "size=CASE WHEN ?=0 THEN size ELSE ? END, updated=? WHERE task_id=? AND idx=?",
-                    (state, error, path, path, size, size, now, task_id, index),
+                    (state, error, kind, path, path, size, size, now, task_id, index),
                 )
             detail = error or path or (url_list[0] if url_list else "")
             self._db.execute(
@@ -141,16 +226,31 @@ class Journal:
                 (now, task_id, index, state, detail),
             )
 
+    def note(self, pairs: Iterable[tuple[str, int]], detail: str) -> None:
+        """Log an event (e.g. ``interrupted``) for tasks without changing their state."""
+        now = time.time()
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO events (at, task_id, idx, state, detail) "
+                "SELECT ?, task_id, idx, state, ? FROM tasks WHERE task_id=? AND idx=?",
+                [(now, detail, t, i) for t, i in pairs],
+            )
+
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    """One committed transaction; a failed write (disk full, I/O) becomes a JournalError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db, self._path = db, path
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write the journal {self._path}: {exc}") from None
 
     def __exit__(
         self,
@@ -158,4 +258,10 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as error:
+            if exc_type is None:
+                raise JournalError(f"cannot write the journal {self._path}: {error}") from None
+        if isinstance(exc, sqlite3.Error):
+            raise JournalError(f"cannot write the journal {self._path}: {exc}") from None

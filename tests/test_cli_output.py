@@ -1,0 +1,153 @@
+"""What a person sees: a live display under a real 80x24 terminal (tmux, or a pty where tmux
+is missing), plain uncoloured lines in a pipe, counts that agree, the fault matrix on request."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import pathlib
+import pty
+import re
+import shlex
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+
+from veo4k.testing import FakeKie, TaskOutcome
+
+VEO4K = [sys.executable, "-m", "veo4k"]
+FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+IDS = ["veo_task_screen_a", "veo_task_screen_b", "veo_task_screen_gone"]
+
+
+def _argv(kie: FakeKie, out: pathlib.Path) -> list[str]:
+    return [*VEO4K, "upscale", *IDS, "--out", str(out), *FAST]
+
+
+def _env(kie: FakeKie) -> dict[str, str]:
+    return {**os.environ, "KIE_API_KEY": kie.api_key, "KIE_BASE_URL": kie.base_url,
+            "COLUMNS": "", "LINES": ""}  # fmt: skip
+
+
+def _check_final_screen(text: str) -> None:
+    """The table fits 80 columns without wrapping, each row and failure once, footer agrees."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert max(map(len, lines)) <= 80
+    rows = [line for line in lines if line.startswith("│ veo_task_screen")]
+    assert len(rows) == 3, text
+    assert all(line.endswith("│") for line in rows)
+    statuses = [row.split("│")[2].strip() for row in rows]
+    assert sorted(statuses) == ["downloaded", "downloaded", "failed"]
+    assert "3 tasks: 2 downloaded, 1 failed; " in text
+    assert text.count("4K unavailable") == 1
+    assert not re.search(r"\b1 (requests|tasks)\b", text)
+
+
+async def _tmux_screen(kie: FakeKie, out: pathlib.Path, tmux: str) -> tuple[str, str]:
+    """Run in a detached tmux session 80x24 on a private server; capture mid-run and at the end."""
+    sock = f"veo4k-test-{os.getpid()}"
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in _env(kie).items() if k.startswith("KIE"))
+    command = (f"env {env} {shlex.join(_argv(kie, out))}; echo EXIT=$?; "
+               f"{tmux} -L {sock} wait-for -S finished; exec cat")  # fmt: skip
+
+    async def tmux_run(*args: str) -> str:
+        """tmux on its own server; awaited, so the fake in this loop keeps answering."""
+        proc = await asyncio.create_subprocess_exec(
+            tmux, "-L", sock, "-f", "/dev/null", *args, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return out.decode()
+
+    await tmux_run("new-session", "-d", "-s", "veo4k", "-x", "80", "-y", "24", command)
+    try:
+        live = ""
+        for _ in range(400):  # tiny delays while the run is going, until the bar is drawn
+            live = await tmux_run("capture-pane", "-p", "-t", "veo4k")
+            if "sent 3 " in live and "━" in live:
+                break
+            await asyncio.sleep(0.01)
+        await tmux_run("wait-for", "finished")
+        final = await tmux_run("capture-pane", "-p", "-S", "-", "-t", "veo4k")
+    finally:
+        await tmux_run("kill-server")
+    return live, final
+
+
+async def _pty_screen(kie: FakeKie, out: pathlib.Path) -> tuple[str, str]:
+    """Without tmux: the same run on a pseudo-terminal set to 80x24."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = await asyncio.create_subprocess_exec(
+        *_argv(kie, out), env={**_env(kie), "TERM": "xterm"}, stdin=follower, stdout=follower,
+        stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    chunks: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            data = await loop.run_in_executor(None, os.read, leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    await proc.wait()
+    os.close(leader)
+    raw = b"".join(chunks).decode(errors="replace")
+    text = ANSI.sub("", raw).replace("\r\n", "\n")
+    final = text[text.rindex("veo4k batch") - 80 :]
+    return text, final + f"\nEXIT={proc.returncode}\n"
+
+
+async def test_live_display_in_an_80x24_terminal(tmp_path: pathlib.Path) -> None:
+    """A terminal gets a live bar with counts, then a summary that fits 80 columns."""
+    async with FakeKie(ready_after=0.8) as kie:
+        kie.add_task("veo_task_screen_gone", outcome=TaskOutcome.UNAVAILABLE)
+        tmux = shutil.which("tmux")
+        if tmux:
+            live, final = await _tmux_screen(kie, tmp_path, tmux)
+        else:  # CI without tmux (.ci/run installs it when it can)
+            live, final = await _pty_screen(kie, tmp_path)
+    assert "sent 3 " in live  # all three submitted, counted live
+    assert "━" in live  # the bar
+    assert "EXIT=1" in final
+    _check_final_screen(final.split("EXIT=")[0])
+
+
+async def test_pipe_output_is_plain(tmp_path: pathlib.Path) -> None:
+    """In a pipe: no colour codes, no bar, lines within 80 columns, plurals right, each failure's
+    reason once, footer counts equal to the table's rows."""
+    async with FakeKie(ready_after=0.05) as kie:
+        kie.add_task("veo_task_screen_gone", outcome=TaskOutcome.UNAVAILABLE)
+        proc = await asyncio.create_subprocess_exec(
+            *_argv(kie, tmp_path), env=_env(kie), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 1
+    assert err == b""
+    assert "\x1b" not in text
+    assert "━" not in text.split("veo4k batch")[0]  # no bar before the summary
+    assert "veo_task_screen_a:0 submitted (0 s, 1 request)" in text
+    _check_final_screen(text)
+
+
+def test_fault_matrix_prints_only_when_asked() -> None:
+    """The 60-line fault matrix is one line unless VEO4K_FAULT_MATRIX=1."""
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "tests/faults/test_matrix.py", "-k", "connection"]  # fmt: skip
+    root = pathlib.Path(__file__).parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "VEO4K_FAULT_MATRIX"}
+    quiet = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=True)
+    assert "set VEO4K_FAULT_MATRIX=1 to print them" in quiet.stdout
+    assert "fault matrix: fault x position" not in quiet.stdout
+    loud = subprocess.run(argv, cwd=root, env={**env, "VEO4K_FAULT_MATRIX": "1"},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert "fault matrix: fault x position" in loud.stdout
+    assert "connection refused" in loud.stdout
