@@ -73,9 +73,12 @@ def _framework_stubs() -> dict[str, Any]:
     return {"app": types.SimpleNamespace(post=post), "Request": object, "JSONResponse": dict}
 
 
-async def test_readme_python_examples_run(ready_kie: FakeKie, tmp_path: pathlib.Path) -> None:
+async def test_readme_python_examples_run(
+    ready_kie: FakeKie, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Whole programs run as scripts, the pytest example passes under plain pytest (strict
     asyncio mode, no config), fragments run with a client, task ids and an app in scope."""
+    monkeypatch.chdir(tmp_path)  # examples download into relative folders
     assert len(PYTHON) >= 6
     kinds = []
     for number, block in enumerate(PYTHON, 1):
