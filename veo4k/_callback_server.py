@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
@@ -12,7 +12,19 @@ from . import _validate as check
 from ._callbacks import CallbackReceiver
 from ._errors import ClientStateError, ConfigurationError
 
-__all__ = ["CallbackServer"]
+if TYPE_CHECKING:
+    from ._coordination import Coordinator
+
+__all__ = ["CallbackServer", "with_token"]
+
+
+def with_token(url: str, token: str) -> str:
+    """``url`` with ``token=`` added to its query (unless it already has one)."""
+    parts = urlsplit(url)
+    if "token=" in parts.query:
+        return url
+    query = "&".join(q for q in (parts.query, urlencode({"token": token})) if q)
+    return urlunsplit(parts._replace(query=query))
 
 
 class CallbackServer:
@@ -31,6 +43,7 @@ class CallbackServer:
         port: int = 0,
         path: str = "/veo4k/callback",
         public_url: str | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         if receiver is not None and not isinstance(receiver, CallbackReceiver):
             raise ConfigurationError("receiver must be a veo4k.CallbackReceiver")
@@ -38,7 +51,9 @@ class CallbackServer:
             raise ConfigurationError(f"path must start with '/', got {path!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError(f"port must be an int within [0, 65535], got {port!r}")
-        self.receiver = receiver or CallbackReceiver()
+        self.receiver = receiver or CallbackReceiver(coordinator=coordinator)
+        if coordinator is not None:
+            self.receiver.coordinator = coordinator
         self.host, self.port, self.path = host, port, path
         self._public_url = check.callback_url(public_url, "public_url")
         self._runner: web.AppRunner | None = None

