@@ -197,6 +197,9 @@ class RedisCoordinator(Coordinator):
     def add_sink(self, sink: OutcomeSink) -> None:
         """Deliver outcomes to ``sink``; the first sink starts the subscription."""
         super().add_sink(sink)
+        self._listen()
+
+    def _listen(self) -> Listener:
         if self._listener is None:
             self._listener = Listener(
                 self._client, self._channel, self._on_message,
@@ -204,11 +207,11 @@ class RedisCoordinator(Coordinator):
                 retry_interval=self.health.retry_interval,
             )  # fmt: skip
             self._listener.start()
+        return self._listener
 
     async def subscribed(self) -> None:
-        """Wait until this process listens to the namespace's channel (for tests and startup)."""
-        if self._listener is not None:
-            await self._listener.subscribed.wait()
+        """Listen to the namespace's outcomes now, and wait until that works (app startup)."""
+        await self._listen().subscribed.wait()
 
     def deliver_callback(self, event: CallbackEvent) -> None:
         """Once per task and outcome in this process, however many workers received it."""
