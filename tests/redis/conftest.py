@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 
+from ._procs import LIMIT, Proc
 from ._server import RedisServer
 
 
@@ -38,3 +40,16 @@ def own_redis() -> Iterator[RedisServer]:
 def namespace() -> str:
     """A namespace no other test uses."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest_asyncio.fixture
+async def http_fake() -> AsyncIterator[tuple[str, str]]:
+    """The fake Kie in its own process: ``(base_url, api_key)``; 20 requests per 1 s."""
+    fake = await Proc.start(
+        "-m", "veo4k.testing", "--rate-limit", f"{LIMIT}/1", "--ready-after", "0.3:0.6"
+    )
+    try:
+        base_url, api_key = (await fake.line("READY")).split()
+        yield base_url, api_key
+    finally:
+        await fake.stop()
