@@ -63,6 +63,11 @@ class Veo4kClient:
     it is enforced by a sweep every ``min(1 s, request_timeout / 4)``, so a request may run that
     much longer (a timer per request would leave tens of thousands of handles in the event loop
     under load).
+
+    ``callbacks`` is a started :class:`CallbackServer`, or an app's own
+    :class:`CallbackReceiver` with the public ``callback_url`` of its route. ``coordinator``
+    (e.g. ``veo4k.redis.RedisCoordinator``) shares the rate budget, callbacks and task leases
+    with other processes; the client never closes a coordinator it was given.
     """
 
     def __init__(
