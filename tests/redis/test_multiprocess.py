@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 
 from ._procs import LIMIT, Proc, fake_stats
@@ -143,8 +142,3 @@ async def test_redis_flushed_mid_batch(
     stats = await fake_stats(http_fake[0])
     assert stats["max_submissions_per_task"] == 1
     assert stats["rate_limited"] <= 0.01 * stats["requests"] + 1
-
-
-@pytest.fixture(autouse=True)
-def _quiet_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VEO4K_CALLBACK_TOKEN", raising=False)

@@ -211,6 +211,7 @@ async def test_client_accepts_the_apps_own_receiver(
 
 
 def test_receiver_token_is_shared_by_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VEO4K_CALLBACK_TOKEN", raising=False)
     assert veo4k.CallbackReceiver("k1").token == veo4k.CallbackReceiver("k1").token
     assert veo4k.CallbackReceiver("k1").token != veo4k.CallbackReceiver("k2").token
     assert "k1" not in veo4k.CallbackReceiver("k1").token
@@ -230,3 +231,38 @@ async def test_client_never_closes_a_coordinator_it_was_given(
     assert result.requests == 0  # kept result
     with pytest.raises(veo4k.ConfigurationError):
         RedisCoordinator.from_url("redis://localhost:6379/0", namespace="a{b}")
+
+
+async def test_a_429_in_one_process_slows_all_and_deadlines_hold_while_queued(
+    kie: FakeKie, coordinators: Callable[..., RedisCoordinator], clients: Factory,
+    redis_server: RedisServer, namespace: str,
+) -> None:  # fmt: skip
+    limit = veo4k.RateLimit(max_requests=10, period=1.0)
+    one, two = coordinators(), coordinators()
+    _, slot_ms = await one.slot(100.0, 1000.0, 0.1)
+    # a 429 answered that request, with Retry-After: 5 s: the whole namespace pauses and slows
+    await one.rate_limited(slot_ms, 5.0, limit)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert float(await raw.hget(f"veo4k:{{{namespace}}}:rate", "f")) == 0.5
+    finally:
+        await raw.aclose()
+    other = clients(two, rate_limit=limit)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(veo4k.WaitTimeoutError):
+        await other.wait_for_4k("queued", timeout=0.3)
+    assert loop.time() - started < 1.0  # the deadline held while the wait queued
+    assert kie.posts("queued") == 0  # the other process respected the pause
+
+
+async def test_listener_stays_subscribed_without_reconnecting(
+    coordinators: Callable[..., RedisCoordinator],
+) -> None:
+    coord = coordinators()
+    await coord.subscribed()
+    trips = coord.health.round_trips
+    await asyncio.sleep(1.5)  # idle longer than the socket timeout (0.5 s) and get_message's 1 s
+    assert coord.health.outages == 0
+    assert coord.health.up
+    assert coord.health.round_trips == trips

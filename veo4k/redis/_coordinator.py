@@ -273,6 +273,10 @@ class RedisCoordinator(Coordinator):
 
     async def claim(self, task_id: str, index: int, owner: str) -> Claim:
         """One round trip: a kept result, or the lease (granted or held by another)."""
+        if (task_id, index, owner) in self._held:
+            # Ours (the renewer would have dropped it if lost): nobody else polls the task, so
+            # no result can have been kept meanwhile. No round trip.
+            return Claim(granted=True)
         keys = [self._key("res", task_id, index), self._key("lease", task_id, index),
                 self._key("cb", task_id)]  # fmt: skip
         try:
