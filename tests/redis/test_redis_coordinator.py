@@ -266,3 +266,25 @@ async def test_listener_stays_subscribed_without_reconnecting(
     assert coord.health.outages == 0
     assert coord.health.up
     assert coord.health.round_trips == trips
+
+
+async def test_callback_before_anyone_waits_is_kept_for_a_later_wait_elsewhere(
+    kie: FakeKie, coordinators: Callable[..., RedisCoordinator], clients: Factory
+) -> None:
+    kie.add_task("t8", ready_after=0.0)
+    receiving, later = coordinators(), coordinators()
+    receiver = veo4k.CallbackReceiver(token="tok", coordinator=receiving)
+    raw = json.dumps(kie.callback_payload(kie.tasks["t8"], 0)).encode()
+    await receiver.handle(raw, {}, token="tok")
+    await receiver.aclose()  # published and kept (nobody waited yet)
+    result = await clients(later, trust_callback_urls=True).wait_for_4k("t8", timeout=5)
+    assert result.requests == 0  # ended by the kept callback: not one request to Kie
+    assert result.video_url == kie.result_url("t8")
+    # too large to keep: published, but not stored
+    small = coordinators(max_event_bytes=10)
+    big = veo4k.CallbackReceiver(token="tok", coordinator=small)
+    kie.add_task("t9", ready_after=0.0)
+    await big.handle(json.dumps(kie.callback_payload(kie.tasks["t9"], 0)).encode(), {}, token="tok")
+    await big.aclose()
+    claim = await later.claim("t9", 0, "someone")
+    assert claim.early is None
