@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 import time
 
+import redis
+
 __all__ = ["RedisServer", "redis_binary"]
 
 
@@ -47,7 +49,8 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; :meth:`stop` and :meth:`start` again keep its port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cluster: bool = False) -> None:
+        self.cluster = cluster
         self.port = free_port()
         self._dir = tempfile.mkdtemp(prefix="veo4k-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -55,6 +58,8 @@ class RedisServer:
     @property
     def url(self) -> str:
         """Where clients connect."""
+        if self.cluster:
+            return f"redis+cluster://127.0.0.1:{self.port}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
@@ -72,6 +77,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 self._dir,
+                *(["--cluster-enabled", "yes"] if self.cluster else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -83,12 +89,27 @@ class RedisServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
+                        if self.cluster:
+                            self._own_all_slots(deadline)
                         return
             except OSError:
                 if self._proc.poll() is not None:
                     break
                 time.sleep(0.02)  # polling a child process's port: no event to wait on
+        self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _own_all_slots(self, deadline: float) -> None:
+        """A one-node cluster: this node serves all 16384 slots."""
+        client = redis.Redis(port=self.port)
+        try:
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            while client.cluster("INFO")["cluster_state"] != "ok":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the one-node cluster did not become ready")
+                time.sleep(0.02)  # polling the server's state: no event to wait on
+        finally:
+            client.close()
 
     def stop(self) -> None:
         """Kill it (SIGKILL: a crash, not a clean shutdown)."""

@@ -53,3 +53,15 @@ async def http_fake() -> AsyncIterator[tuple[str, str]]:
         yield base_url, api_key
     finally:
         await fake.stop()
+
+
+@pytest.fixture
+def cluster_redis() -> Iterator[RedisServer]:
+    """A one-node Redis Cluster (cluster mode on, all slots on this node)."""
+    try:
+        server = RedisServer(cluster=True)
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.close()

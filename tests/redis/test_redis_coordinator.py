@@ -288,3 +288,25 @@ async def test_callback_before_anyone_waits_is_kept_for_a_later_wait_elsewhere(
     await big.aclose()
     claim = await later.claim("t9", 0, "someone")
     assert claim.early is None
+
+
+async def test_cluster_url_shares_one_stream_and_callbacks(
+    kie: FakeKie, clients: Factory, cluster_redis: RedisServer, namespace: str
+) -> None:
+    kie.add_task("c1", ready_after=0.2)
+    kie.add_task("c2", ready_after=0.2)
+    made = [RedisCoordinator.from_url(cluster_redis.url, namespace=namespace) for _ in range(2)]
+    a, b = made
+    try:
+        results = await asyncio.gather(clients(a).wait_for_4k("c1"), clients(b).wait_for_4k("c1"))
+        assert sorted(r.requests for r in results)[0] == 0  # one stream between them
+        assert kie.submissions("c1") == 1
+        receiver = veo4k.CallbackReceiver(token="tok", coordinator=a)
+        async with veo4k.CallbackServer(receiver) as server:
+            waiter = clients(b, trust_callback_urls=True)
+            result = await waiter.wait_for_4k("c2", callback_url=server.url, poll_policy=SLOW)
+        assert result.via_callback
+        assert (a.health.outages, b.health.outages) == (0, 0)
+    finally:
+        for coord in made:
+            await coord.aclose()

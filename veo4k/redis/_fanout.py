@@ -105,6 +105,7 @@ class Listener:
         self._retry = retry_interval
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self._failed = False  # log an unexpected failure once, not once per retry
 
     def start(self) -> None:
         """Start listening (idempotent)."""
@@ -116,6 +117,8 @@ class Listener:
     async def _run(self) -> None:
         while True:
             try:
+                if isinstance(self._client, RedisCluster):
+                    await self._client.initialize()  # its pubsub needs the slot map loaded
                 pubsub = self._client.pubsub()
                 try:
                     await pubsub.subscribe(self._channel)
@@ -132,8 +135,14 @@ class Listener:
             except (RedisError, OSError) as exc:
                 self._on_down(exc)
                 await asyncio.sleep(self._retry)
-            except Exception:  # a bug in a sink must not end the fan-out
-                log.exception("veo4k Redis listener failed; resubscribing")
+            except Exception:  # a bug (ours or the driver's) must not end the fan-out
+                if self._failed:
+                    log.debug("veo4k Redis listener failed again; resubscribing", exc_info=True)
+                else:
+                    self._failed = True
+                    log.exception(
+                        "veo4k Redis listener failed; resubscribing every %g s", self._retry
+                    )
                 await asyncio.sleep(self._retry)
 
     async def aclose(self) -> None:
