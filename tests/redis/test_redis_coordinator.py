@@ -310,3 +310,51 @@ async def test_cluster_url_shares_one_stream_and_callbacks(
     finally:
         for coord in made:
             await coord.aclose()
+
+
+async def test_a_busy_process_does_not_starve_another(
+    coordinators: Callable[..., RedisCoordinator],
+) -> None:
+    limit = veo4k.RateLimit(max_requests=20, period=1.0)  # one slot per ~53 ms
+    busy, quiet = coordinators().limiter(limit), coordinators().limiter(limit)
+    loop = asyncio.get_running_loop()
+    backlog = [asyncio.ensure_future(busy.acquire()) for _ in range(20)]
+    await asyncio.wait(backlog, return_when=asyncio.FIRST_COMPLETED)
+    started = loop.time()
+    await asyncio.gather(quiet.acquire(), quiet.acquire())
+    # the quiet process takes turns with the busy one: not behind its 20-slot backlog (~1 s)
+    assert loop.time() - started < 0.5
+    assert sum(f.done() for f in backlog) < 10
+    for f in backlog:
+        f.cancel()
+    await asyncio.gather(*backlog, return_exceptions=True)
+    busy.close()
+    quiet.close()
+
+
+async def test_a_slow_redis_falls_back_then_rejoins(
+    kie: FakeKie, clients: Factory, own_redis: RedisServer, namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    coord = RedisCoordinator.from_url(own_redis.url, namespace=namespace, timeout=0.2)
+    client = clients(coord)
+    await client.wait_for_4k("before")
+    blocker = aioredis.Redis.from_url(own_redis.url)
+    with caplog.at_level(logging.INFO, logger="veo4k"):
+        stall = asyncio.ensure_future(blocker.execute_command("DEBUG", "SLEEP", "1.0"))
+        await asyncio.sleep(0.05)  # the server is now asleep for 1 s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await client.wait_for_4k_many([f"slow{i}" for i in range(3)])
+        assert len(results) == 3
+        assert loop.time() - started < 1.0  # served by the local fallback meanwhile
+        await stall
+        await blocker.aclose()
+        assert not coord.health.up
+        await asyncio.sleep(coord.health.retry_interval)  # the next call probes Redis again
+        await client.wait_for_4k("after")
+        assert coord.health.up
+    assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
+    assert sum("is back:" in r.getMessage() for r in caplog.records) == 1
+    await client.aclose()
+    await coord.aclose()
