@@ -45,6 +45,7 @@ class RedisLimiter:
         self._coordinator = coordinator
         self._limit = limit
         self._interval_ms = limit.period * 1000.0 / (limit.max_requests * headroom)
+        self._stale = self._interval_ms / 1000.0
         self._fallback = Pacer(fallback_limit(limit, share), headroom=headroom)
         self._lock = asyncio.Lock()
         self._spare: tuple[float, float] | None = None  # (loop time, Redis ms) of a paid slot
@@ -61,6 +62,8 @@ class RedisLimiter:
         loop = asyncio.get_running_loop()
         try:
             async with self._lock:
+                if self._spare is not None and self._spare[0] < loop.time() - self._stale:
+                    self._spare = None  # its moment has passed: others use the slots now
                 if self._spare is None:
                     wait_ms, slot_ms = await self._coordinator.slot(
                         self._interval_ms, self._limit.period * 1000.0, self._limit.increase
