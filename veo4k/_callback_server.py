@@ -32,7 +32,8 @@ class CallbackServer:
 
     ``url`` is what Kie is told to call: ``public_url`` if given (the address Kie can reach,
     e.g. behind a tunnel or proxy), else ``http://host:port/path``; both carry the receiver's
-    ``token`` as a query parameter. Pass the server to ``Veo4kClient(callbacks=...)``.
+    ``token`` as a query parameter. Pass the server to ``Veo4kClient(callbacks=...)``. With a
+    ``coordinator``, the callbacks it accepts reach the waits of every process sharing it.
     """
 
     def __init__(

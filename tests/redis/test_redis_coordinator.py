@@ -358,3 +358,21 @@ async def test_a_slow_redis_falls_back_then_rejoins(
     assert sum("is back:" in r.getMessage() for r in caplog.records) == 1
     await client.aclose()
     await coord.aclose()
+
+
+async def test_the_lease_of_a_dead_holder_is_taken_over(
+    kie: FakeKie, coordinators: Callable[..., RedisCoordinator], clients: Factory,
+    redis_server: RedisServer, namespace: str,
+) -> None:  # fmt: skip
+    kie.add_task("h1", ready_after=0.0)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:  # a process took the lease and died: nobody renews it, it expires in 0.4 s
+        await raw.set(f"veo4k:{{{namespace}}}:lease:h1:0", "dead-process", px=400)
+    finally:
+        await raw.aclose()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await clients(coordinators()).wait_for_4k("h1", timeout=5)
+    assert loop.time() - started >= 0.3  # it followed the (dead) holder until the lease expired
+    assert result.requests >= 1  # then polled itself
+    assert kie.submissions("h1") == 1
