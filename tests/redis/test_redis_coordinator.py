@@ -376,3 +376,15 @@ async def test_the_lease_of_a_dead_holder_is_taken_over(
     assert loop.time() - started >= 0.3  # it followed the (dead) holder until the lease expired
     assert result.requests >= 1  # then polled itself
     assert kie.submissions("h1") == 1
+
+
+def test_default_namespace_is_a_hash_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(veo4k.ConfigurationError, match="namespace"):
+        RedisCoordinator.from_url("redis://localhost:6379/0")
+    monkeypatch.setenv("KIE_API_KEY", "sk-very-secret")
+    one = RedisCoordinator.from_url("redis://localhost:6379/0")
+    two = RedisCoordinator.from_url("redis://:pw@localhost:6379/0")
+    assert one.namespace == two.namespace
+    assert "secret" not in one.namespace
+    assert "sk-" not in repr(two)
+    assert "pw" not in repr(two)
