@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
@@ -20,7 +20,20 @@ from . import _validate as check
 from ._callbacks import CallbackReceiver
 from ._errors import ClientStateError, ConfigurationError
 
-__all__ = ["CallbackServer"]
+if TYPE_CHECKING:
+    from ._coordination import Coordinator
+
+__all__ = ["CallbackServer", "with_token"]
+
+
+def with_token(url: str, token: str) -> str:
+    """``url`` with ``token=`` added to its query (unless it already has one)."""
+    parts = urlsplit(url)
+    if "token=" in parts.query:
+        return url
+    query = "&".join(q for q in (parts.query, urlencode({"token": token})) if q)
+    return urlunsplit(parts._replace(query=query))
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -108,7 +121,8 @@ class CallbackServer:
 
     ``url`` is what Kie is told to call: ``public_url`` if given (the address Kie can reach,
     e.g. behind a tunnel or proxy), else ``http://host:port/path``; both carry the receiver's
-    ``token`` as a query parameter. Pass the server to ``Veo4kClient(callbacks=...)``.
+    ``token`` as a query parameter. Pass the server to ``Veo4kClient(callbacks=...)``. With a
+    ``coordinator``, the callbacks it accepts reach the waits of every process sharing it.
 
     Limits (seconds unless said): a request's headers must arrive within ``header_timeout``
     (10) and its body within ``body_timeout`` (10, else 408); an idle keep-alive connection
@@ -130,6 +144,7 @@ class CallbackServer:
         keepalive_timeout: float = 15.0,
         max_connections: int = 512,
         close_timeout: float = 5.0,
+        coordinator: Coordinator | None = None,
     ) -> None:
         if receiver is not None and not isinstance(receiver, CallbackReceiver):
             raise ConfigurationError("receiver must be a veo4k.CallbackReceiver")
@@ -137,7 +152,9 @@ class CallbackServer:
             raise ConfigurationError(f"path must start with '/', got {path!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError(f"port must be an int within [0, 65535], got {port!r}")
-        self.receiver = receiver or CallbackReceiver()
+        self.receiver = receiver or CallbackReceiver(coordinator=coordinator)
+        if coordinator is not None:
+            self.receiver.coordinator = coordinator
         self.host, self.port, self.path = host, port, path
         self._public_url = check.callback_url(public_url, "public_url")
         self.header_timeout = check.positive_seconds(header_timeout, "header_timeout", maximum=300)

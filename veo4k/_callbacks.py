@@ -8,6 +8,7 @@ handlers after the answer so a slow handler never makes Kie's sender (15 s timeo
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import hashlib
 import hmac
@@ -20,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
@@ -29,6 +30,9 @@ from . import _validate as check
 from ._errors import ConfigurationError, InvalidCallbackError, SignatureError
 from ._signature import verify_signature
 from ._wire import url_list
+
+if TYPE_CHECKING:
+    from ._coordination import Coordinator
 
 __all__ = ["CallbackEvent", "CallbackHandler", "CallbackReceiver", "parse_callback"]
 
@@ -188,10 +192,13 @@ class CallbackReceiver:
     ``hmac_key`` (or ``KIE_WEBHOOK_HMAC_KEY``) enables signature checks: the signature of
     ``taskId + "." + timestamp`` must match and the timestamp must be within ``tolerance``
     seconds of now. Without a key, deliveries must carry :attr:`token` (a query parameter of
-    :attr:`CallbackServer.url`). Duplicates (same task, outcome and URLs) are acknowledged but
-    dispatched once; that memory holds ``dedupe_size`` entries for ``dedupe_ttl`` seconds.
-    The dedupe memory and the early-callback store (:meth:`recent`) together hold at most
-    ``max_store_bytes`` (default 16 MiB; oldest entries go first), whatever senders send.
+    :attr:`CallbackServer.url`); it is ``token``, else ``VEO4K_CALLBACK_TOKEN``, else derived
+    from the HMAC key, else random: give every worker of an app the same one. With a
+    ``coordinator``, accepted callbacks reach the waits of every process. Duplicates (same
+    task, outcome and URLs) are acknowledged but dispatched once; that memory holds
+    ``dedupe_size`` entries for ``dedupe_ttl`` seconds. The dedupe memory and the
+    early-callback store (:meth:`recent`) together hold at most ``max_store_bytes`` (default
+    16 MiB; oldest entries go first), whatever senders send.
     """
 
     def __init__(
@@ -204,6 +211,7 @@ class CallbackReceiver:
         dedupe_ttl: float = 3600.0,
         token: str | None = None,
         max_store_bytes: int = 16 * 1024 * 1024,
+        coordinator: Coordinator | None = None,
     ) -> None:
         key = hmac_key if hmac_key is not None else os.environ.get("KIE_WEBHOOK_HMAC_KEY")
         self._hmac_key = key or None
@@ -213,7 +221,9 @@ class CallbackReceiver:
         dedupe_ttl = check.positive_seconds(dedupe_ttl, "dedupe_ttl", maximum=30 * 86_400)
         store = check.positive_int(max_store_bytes, "max_store_bytes", maximum=2**40)
         self.max_store_bytes = store
-        self.token = token or secrets.token_urlsafe(24)
+        self.token = token or os.environ.get("VEO4K_CALLBACK_TOKEN") or _derived_token(key)
+        self.coordinator = coordinator
+        """Where accepted callbacks are published (to the waits of every process)."""
         self._handlers: list[CallbackHandler] = []
         self._seen = _Memory(dedupe_size, dedupe_ttl, store // 4)
         self._recent = _Memory(min(dedupe_size, 10_000), 600.0, store - store // 4)
@@ -308,13 +318,18 @@ class CallbackReceiver:
         return event
 
     def _dispatch(self, event: CallbackEvent) -> None:
-        if not self._handlers:
+        if not self._handlers and self.coordinator is None:
             return
         task = asyncio.get_running_loop().create_task(self._run_handlers(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run_handlers(self, event: CallbackEvent) -> None:
+        if self.coordinator is not None:
+            try:
+                await self.coordinator.publish_callback(event)
+            except Exception:
+                log.exception("publishing the callback for task %s failed", event.task_id)
         for handler in list(self._handlers):
             try:
                 result = handler(event)
@@ -374,6 +389,16 @@ class CallbackReceiver:
         except InvalidCallbackError as exc:
             return _answer(exc.status, str(exc))
         return web.json_response(_ACK)
+
+
+def _derived_token(hmac_key: str | bytes | None) -> str:
+    """Random per receiver; with an HMAC key, derived from it, so every worker that shares the
+    key accepts the same callback URL (the key itself never appears in the URL)."""
+    if not hmac_key:
+        return secrets.token_urlsafe(24)
+    raw = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
+    digest = hmac.new(raw, b"veo4k callback token v1", "sha256").digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
 def _answer(status: int, msg: str) -> web.Response:

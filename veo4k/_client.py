@@ -8,6 +8,7 @@ import logging
 import os
 import pathlib
 import random
+import secrets
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -15,8 +16,10 @@ from typing import Any, Self
 import aiohttp
 
 from . import _validate as check
-from ._callback_server import CallbackServer
+from ._callback_server import CallbackServer, with_token
+from ._callbacks import CallbackReceiver
 from ._config import PollPolicy, RateLimit, RetryPolicy
+from ._coordination import Coordinator, LocalCoordinator
 from ._download import DEFAULT_TIMEOUT, ProgressCallback, download_file, resolve_destination
 from ._errors import (
     ClientStateError,
@@ -60,6 +63,11 @@ class Veo4kClient:
     :meth:`download` fetches https URLs on public addresses only: ``allow_http`` and
     ``allow_private_hosts`` (loopback, private, link-local) opt in to more. When ``base_url`` is
     itself loopback (a local fake), loopback result URLs, http included, are allowed too.
+
+    ``callbacks`` is a started :class:`CallbackServer`, or an app's own
+    :class:`CallbackReceiver` with the public ``callback_url`` of its route. ``coordinator``
+    (e.g. ``veo4k.redis.RedisCoordinator``) shares the rate budget, callbacks and task leases
+    with other processes; the client never closes a coordinator it was given.
     """
 
     def __init__(
@@ -73,13 +81,15 @@ class Veo4kClient:
         retry_policy: RetryPolicy | None = None,
         rate_limit: RateLimit | None = _KIE_RATE_LIMIT,
         max_connections: int = 100,
-        callbacks: CallbackServer | None = None,
+        callbacks: CallbackServer | CallbackReceiver | None = None,
         trust_callback_urls: bool = False,
         callback_poll_policy: PollPolicy | None = None,
         rng: random.Random | None = None,
         user_agent: str | None = None,
         allow_http: bool = False,
         allow_private_hosts: bool = False,
+        callback_url: str | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         try:
             key = ApiKey.load(api_key if api_key is not None else os.environ.get("KIE_API_KEY"))
@@ -104,8 +114,17 @@ class Veo4kClient:
         self._max_connections = max_connections
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigurationError("session must be an aiohttp.ClientSession")
-        if callbacks is not None and not isinstance(callbacks, CallbackServer):
-            raise ConfigurationError("callbacks must be a veo4k.CallbackServer")
+        if callbacks is not None and not isinstance(callbacks, CallbackServer | CallbackReceiver):
+            raise ConfigurationError("callbacks must be a veo4k.CallbackServer or CallbackReceiver")
+        self._callback_url = check.callback_url(callback_url)
+        if isinstance(callbacks, CallbackReceiver) and self._callback_url is None:
+            raise ConfigurationError("callbacks=CallbackReceiver(...) needs callback_url=...")
+        if coordinator is not None and not isinstance(coordinator, Coordinator):
+            raise ConfigurationError("coordinator must be a veo4k coordinator (RedisCoordinator)")
+        self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks
+        self._coordinator = coordinator or LocalCoordinator()
+        self._own_coordinator = coordinator is None
+        self._owner = secrets.token_hex(8)  # this client's name on task leases (not a secret)
         if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
             raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
         self._callbacks = callbacks
@@ -126,7 +145,7 @@ class Veo4kClient:
         ):
             raise ConfigurationError("user_agent must be a non-empty one-line string")
         self._user_agent = user_agent.strip() if user_agent else default_user_agent()
-        if self._trust_callback_urls and callbacks is not None and not callbacks.receiver.signed:
+        if self._trust_callback_urls and self._receiver is not None and not self._receiver.signed:
             log.warning(
                 "trust_callback_urls=True with an unsigned receiver: anyone who learns the "
                 "callback URL can end waits with URLs of their choosing"
@@ -140,7 +159,8 @@ class Veo4kClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._converter = make_converter()
-        self._pacer = Pacer(rate_limit)
+        self._limiter = self._coordinator.limiter(rate_limit)
+        self._pacer = self._limiter.pacer
         self._retry_policy = retry_policy or RetryPolicy()
         self._api = Api(
             session=self._session,
@@ -148,18 +168,19 @@ class Veo4kClient:
             api_key=key,
             request_timeout=self._request_timeout,
             retry=self._retry_policy,
-            pacer=self._pacer,
+            pacer=self._limiter,
             rng=self._rng,
             max_connections=max_connections,
             user_agent=self._user_agent,
         )
         self._waits = WaitRegistry(
-            submit=self._request_4k,
+            submit=self._claimed_4k,
             get_record=self._get_record,
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
             max_steps=max_connections,
             retry=self._retry_policy,
+            on_forget=self._release,
         )
 
     def __repr__(self) -> str:
@@ -186,7 +207,10 @@ class Veo4kClient:
 
     @property
     def pacer(self) -> Pacer:
-        """The client-wide request pacer (current rate, 429s seen, queue length)."""
+        """The client-wide request pacer (current rate, 429s seen, queue length).
+
+        With a shared coordinator, the local pacer it falls back to when that is unavailable.
+        """
         return self._pacer
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -213,9 +237,12 @@ class Veo4kClient:
         if self._downloads:
             await asyncio.wait(self._downloads, timeout=1.0)
         await self._waits.close()
-        if self._callbacks is not None:
-            self._callbacks.receiver.remove_handler(self._waits.on_callback)
-        self._pacer.close()
+        if self._receiver is not None:
+            self._receiver.remove_handler(self._waits.on_callback)
+        self._coordinator.remove_sink(self._waits)
+        self._limiter.close()
+        if self._own_coordinator:
+            await self._coordinator.aclose()
         self._api.close()
         if self._own_session is not None:
             await self._own_session.close()
@@ -230,8 +257,11 @@ class Veo4kClient:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            if self._callbacks is not None:
-                self._callbacks.receiver.add_handler(self._waits.on_callback)
+            self._coordinator.add_sink(self._waits)
+            # A receiver publishing to this client's coordinator reaches it through that;
+            # any other is listened to directly.
+            if self._receiver is not None and self._receiver.coordinator is not self._coordinator:
+                self._receiver.add_handler(self._waits.on_callback)
         elif self._loop is not loop:
             raise ClientStateError(
                 "this Veo4kClient belongs to another event loop; create one client per loop"
@@ -281,6 +311,38 @@ class Veo4kClient:
             attempts=attempts,
         )  # fmt: skip
         return fourk_status(env, task_id, index)
+
+    async def _claimed_4k(
+        self,
+        task_id: str,
+        index: int,
+        counter: Counter,
+        on_retry: RetryHook | None,
+        callback_url: str | None = None,
+        attempts: int | None = None,
+    ) -> FourKStatus:
+        """A wait's request, through the coordinator: a result already known costs nothing,
+        and while another process holds the task's lease this one follows its outcome."""
+        claim = await self._coordinator.claim(task_id, index, self._owner)
+        if claim.result is not None:
+            return claim.result
+        early = claim.early
+        if early is not None and early.ok and self._trust_callback_urls:
+            return FourKStatus(
+                task_id=task_id, index=index, ready=True, result_urls=early.result_urls,
+                image_urls=early.image_urls, msg=early.msg,
+            )  # fmt: skip
+        if not claim.granted:
+            return FourKStatus(
+                task_id=task_id, index=index, ready=False, msg="another process polls this task"
+            )
+        status = await self._request_4k(task_id, index, counter, on_retry, callback_url, attempts)
+        if status.ready:
+            await self._coordinator.publish_result(status, self._owner)
+        return status
+
+    def _release(self, task_id: str, index: int) -> None:
+        self._coordinator.release(task_id, index, self._owner)
 
     async def get_record(self, task_id: str) -> TaskRecord:
         """Read ``record-info``: the authoritative status of any Veo task."""
@@ -366,13 +428,19 @@ class Veo4kClient:
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
         if self._callbacks is not None and callback_url is None:
             net = self._callback_policy or self._poll_policy.safety_net()
-            return poll_policy or net, self._callbacks.url
+            return poll_policy or net, self._default_callback_url()
         return poll_policy or self._poll_policy, callback_url
+
+    def _default_callback_url(self) -> str:
+        if self._callback_url is not None and self._receiver is not None:
+            return with_token(self._callback_url, self._receiver.token)
+        assert isinstance(self._callbacks, CallbackServer)
+        return self._callbacks.url
 
     def _join(
         self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
     ) -> SharedWait:
-        early = self._callbacks.receiver.recent(task_id) if self._callbacks else None
+        early = self._receiver.recent(task_id) if self._receiver else None
         return self._waits.join(task_id, index, policy, callback_url, early=early)
 
     # -- downloads ---------------------------------------------------------------------------

@@ -15,14 +15,32 @@ import asyncio
 import collections
 import contextlib
 import math
+from typing import Protocol
 
 from ._config import RateLimit
 
-__all__ = ["Pacer"]
+__all__ = ["Limiter", "Pacer"]
 
 _OBSERVE_WINDOW = 10.0  # seconds of history used to guess the rate when no limit is configured
 _DOCUMENTED_RATE = 2.0  # Kie's documented 20 requests per 10 s: the floor of that guess
 _UNKNOWN_WINDOW = 1.0  # without a configured limit: pause and cut at most once per second
+
+
+class Limiter(Protocol):
+    """Hands out request slots; the transport holds one per client."""
+
+    @property
+    def pacer(self) -> Pacer:
+        """The in-process pacer behind it (the whole limiter, or its fallback)."""
+
+    async def acquire(self) -> float:
+        """Wait for a slot; return the loop time it was granted at."""
+
+    def on_rate_limited(self, granted_at: float, retry_after: float | None, now: float) -> None:
+        """A request granted at ``granted_at`` was answered 429."""
+
+    def close(self) -> None:
+        """Drop timers and background work."""
 
 
 class Pacer:
@@ -52,6 +70,11 @@ class Pacer:
     def rate(self) -> float:
         """The current rate in requests per second (``inf`` when unlimited)."""
         return self._rate
+
+    @property
+    def pacer(self) -> Pacer:
+        """This pacer (the :class:`~veo4k._coordination.Limiter` interface)."""
+        return self
 
     @property
     def queued(self) -> int:

@@ -21,7 +21,7 @@ from ._errors import (
     TransportError,
     Veo4kError,
 )
-from ._limiter import Pacer
+from ._limiter import Limiter
 from ._secret import ApiKey, AuthHeaders
 from ._wire import (
     MAX_BODY_BYTES,
@@ -107,7 +107,7 @@ class Api:
         api_key: ApiKey,
         request_timeout: float,
         retry: RetryPolicy,
-        pacer: Pacer,
+        pacer: Limiter,
         rng: random.Random,
         max_connections: int,
         user_agent: str | None = None,

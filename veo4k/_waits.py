@@ -12,7 +12,7 @@ import asyncio
 import collections
 import functools
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ._callbacks import CallbackEvent
 from ._config import PollPolicy, RetryPolicy
@@ -38,6 +38,7 @@ class WaitRegistry:
         trust_callback_urls: bool,
         max_steps: int = 100,
         retry: RetryPolicy | None = None,
+        on_forget: Callable[[str, int], None] | None = None,
     ) -> None:
         # One try per step: a wait rides out transient failures on its own schedule, up to its
         # deadline, rather than giving up after RetryPolicy.attempts.
@@ -57,6 +58,7 @@ class WaitRegistry:
         self._max_steps = max_steps
         self._ready: collections.deque[SharedWait] = collections.deque()
         self._running: set[SharedWait] = set()
+        self._on_forget = on_forget  # the coordinator frees the task's lease
 
     def __len__(self) -> int:
         return len(self._waits)
@@ -122,6 +124,12 @@ class WaitRegistry:
         for shared in list(self._by_task.get(event.task_id, ())):
             self._signal(shared, event)
 
+    def on_result(self, status: FourKStatus) -> None:
+        """A ready result seen by a poll elsewhere (another process): end its wait here."""
+        shared = self._waits.get((status.task_id, status.index))
+        if shared is not None:
+            shared.signal(ready=status)
+
     def _signal(self, shared: SharedWait, event: CallbackEvent) -> None:
         # Trusted results end the wait; the rest trigger a confirming poll (the body is not
         # signed, only the task id and timestamp are). With several indices of one task
@@ -169,6 +177,8 @@ class WaitRegistry:
         key = (shared.task_id, shared.index)
         if self._waits.get(key) is shared:
             del self._waits[key]
+            if self._on_forget is not None:
+                self._on_forget(shared.task_id, shared.index)
         siblings = self._by_task.get(shared.task_id)
         if siblings is not None and shared in siblings:
             siblings.remove(shared)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import veo4k
 import veo4k.testing
+from veo4k.redis import RedisCoordinator
 from veo4k.testing import FakeKie
 
 
@@ -34,6 +35,14 @@ async def typed_usage(kie: FakeKie) -> None:
     strict = veo4k.Veo4kClient("k", allow_http=False, allow_private_hosts=False)
     async with server, veo4k.Veo4kClient(callbacks=server, trust_callback_urls=False) as hybrid:
         await hybrid.wait_for_4k("veo_task_1")
+    async with RedisCoordinator.from_url("redis://localhost:6379/0", namespace="app") as coord:
+        shared = veo4k.CallbackReceiver(token="t", coordinator=coord)
+        served = veo4k.CallbackServer(shared, coordinator=coord)
+        async with veo4k.Veo4kClient(
+            callbacks=shared, callback_url="https://me.example.com/cb", coordinator=coord
+        ) as worker:
+            await worker.wait_for_4k("veo_task_1")
+        del served
     valid: bool = veo4k.verify_signature("veo_task_1", 1700000000, "c2ln", "hmac-key")
     one: veo4k.FourKResult = await veo4k.wait_for_4k("x", api_key="k")
     try:
