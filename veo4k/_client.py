@@ -16,15 +16,17 @@ from typing import Any, Self
 import aiohttp
 
 from . import _validate as check
+from ._batch import collect, outcomes
 from ._callback_server import CallbackServer, with_token
 from ._callbacks import CallbackReceiver
 from ._config import PollPolicy, RateLimit, RetryPolicy
-from ._coordination import Coordinator, LocalCoordinator
-from ._download import DEFAULT_TIMEOUT, ProgressCallback, download_file, resolve_destination
+from ._coordination import ClaimedSubmit, Coordinator, LocalCoordinator
+from ._download import DEFAULT_TIMEOUT, ProgressCallback
+from ._downloader import Downloader
+from ._endpoints import Endpoints
 from ._errors import (
     ClientStateError,
     ConfigurationError,
-    DownloadError,
     Veo4kError,
     WaitTimeoutError,
 )
@@ -32,21 +34,16 @@ from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
 from ._poll import Listener, SharedWait, Subscription
 from ._secret import ApiKey
-from ._transport import Api, Counter, RetryHook, default_user_agent
-from ._urls import GuardedResolver, HostPolicy, is_loopback_url, result_url
-from ._waits import WaitRegistry, settle
-from ._wire import error_for, fourk_status, make_converter, parse_record
+from ._transport import Api, Counter, default_user_agent
+from ._urls import HostPolicy, is_loopback_url
+from ._waits import WaitRegistry
 
 __all__ = ["Veo4kClient", "wait_for_4k"]
 
 log = logging.getLogger("veo4k")
 
 DEFAULT_BASE_URL = "https://api.kie.ai"
-FOURK_PATH = "/api/v1/veo/get-4k-video"
-RECORD_PATH = "/api/v1/veo/record-info"
-DOWNLOAD_URL_PATH = "/api/v1/common/download-url"
 _KIE_RATE_LIMIT = RateLimit()
-_START_CHUNK = 200  # waits a batch starts per event-loop pass
 
 
 class Veo4kClient:
@@ -103,15 +100,9 @@ class Veo4kClient:
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError("rate_limit must be a veo4k.RateLimit or None")
-        if (
-            isinstance(max_connections, bool)
-            or not isinstance(max_connections, int)
-            or not (1 <= max_connections <= 10_000)
-        ):
-            raise ConfigurationError(
-                f"max_connections must be an int within [1, 10000], got {max_connections!r}"
-            )
-        self._max_connections = max_connections
+        self._max_connections = check.positive_int(
+            max_connections, "max_connections", maximum=10_000
+        )
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigurationError("session must be an aiohttp.ClientSession")
         if callbacks is not None and not isinstance(callbacks, CallbackServer | CallbackReceiver):
@@ -124,27 +115,13 @@ class Veo4kClient:
         self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks
         self._coordinator = coordinator or LocalCoordinator()
         self._own_coordinator = coordinator is None
-        self._owner = secrets.token_hex(8)  # this client's name on task leases (not a secret)
         if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
             raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
         self._callbacks = callbacks
-        self._host_policy = HostPolicy(
-            allow_http=bool(allow_http),
-            allow_private=bool(allow_private_hosts),
-            loopback=is_loopback_url(self._base_url),
-        )
-        self._downloads: set[asyncio.Task[pathlib.Path]] = set()
         self._trust_callback_urls = bool(trust_callback_urls)
         # None: the client's poll_policy.safety_net() (its timeout, sparse polls)
         self._callback_policy = callback_poll_policy
-        if user_agent is not None and (
-            not isinstance(user_agent, str)
-            or not user_agent.strip()
-            or "\n" in user_agent
-            or "\r" in user_agent
-        ):
-            raise ConfigurationError("user_agent must be a non-empty one-line string")
-        self._user_agent = user_agent.strip() if user_agent else default_user_agent()
+        self._user_agent = check.user_agent(user_agent) or default_user_agent()
         if self._trust_callback_urls and self._receiver is not None and not self._receiver.signed:
             log.warning(
                 "trust_callback_urls=True with an unsigned receiver: anyone who learns the "
@@ -155,10 +132,8 @@ class Veo4kClient:
         self._rng = rng or random.Random()
         self._user_session = session
         self._own_session: aiohttp.ClientSession | None = None
-        self._download_session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._converter = make_converter()
         self._limiter = self._coordinator.limiter(rate_limit)
         self._pacer = self._limiter.pacer
         self._retry_policy = retry_policy or RetryPolicy()
@@ -173,14 +148,33 @@ class Veo4kClient:
             max_connections=max_connections,
             user_agent=self._user_agent,
         )
+        self._kie = Endpoints(self._api)
+        self._downloader = Downloader(
+            refresh=self._kie.fresh_download_url,
+            policy=HostPolicy(
+                allow_http=bool(allow_http),
+                allow_private=bool(allow_private_hosts),
+                loopback=is_loopback_url(self._base_url),
+            ),
+            user_agent=self._user_agent,
+            retry=self._retry_policy,
+            rng=self._rng,
+            request_timeout=self._request_timeout,
+        )
+        claimed = ClaimedSubmit(
+            self._coordinator,
+            self._kie.request_4k,
+            owner=secrets.token_hex(8),
+            trust_callback_urls=self._trust_callback_urls,
+        )
         self._waits = WaitRegistry(
-            submit=self._claimed_4k,
-            get_record=self._get_record,
+            submit=claimed,
+            get_record=self._kie.get_record,
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
             max_steps=max_connections,
             retry=self._retry_policy,
-            on_forget=self._release,
+            on_forget=claimed.release,
         )
 
     def __repr__(self) -> str:
@@ -232,10 +226,7 @@ class Veo4kClient:
         if self._closed:
             return
         self._closed = True
-        for running in self._downloads:
-            running.cancel()  # download() then raises ClientStateError
-        if self._downloads:
-            await asyncio.wait(self._downloads, timeout=1.0)
+        await self._downloader.aclose()  # running downloads raise ClientStateError
         await self._waits.close()
         if self._receiver is not None:
             self._receiver.remove_handler(self._waits.on_callback)
@@ -247,9 +238,6 @@ class Veo4kClient:
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None
-        if self._download_session is not None:
-            await self._download_session.close()
-            self._download_session = None
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -292,83 +280,13 @@ class Veo4kClient:
         task_id, index = check.task_id(task_id), check.index(index)
         callback_url = check.callback_url(callback_url)
         self._check_usable()
-        return await self._request_4k(task_id, index, Counter(), None, callback_url)
-
-    async def _request_4k(
-        self,
-        task_id: str,
-        index: int,
-        counter: Counter,
-        on_retry: RetryHook | None,
-        callback_url: str | None = None,
-        attempts: int | None = None,
-    ) -> FourKStatus:
-        body: dict[str, Any] = {"taskId": task_id, "index": index}
-        if callback_url:
-            body["callBackUrl"] = callback_url
-        env = await self._api.call(
-            "POST", FOURK_PATH, task_id=task_id, json=body, counter=counter, on_retry=on_retry,
-            attempts=attempts,
-        )  # fmt: skip
-        return fourk_status(env, task_id, index)
-
-    async def _claimed_4k(
-        self,
-        task_id: str,
-        index: int,
-        counter: Counter,
-        on_retry: RetryHook | None,
-        callback_url: str | None = None,
-        attempts: int | None = None,
-    ) -> FourKStatus:
-        """A wait's request, through the coordinator: a result already known costs nothing,
-        and while another process holds the task's lease this one follows its outcome."""
-        claim = await self._coordinator.claim(task_id, index, self._owner)
-        if claim.result is not None:
-            return claim.result
-        early = claim.early
-        if early is not None and early.ok and self._trust_callback_urls:
-            return FourKStatus(
-                task_id=task_id, index=index, ready=True, result_urls=early.result_urls,
-                image_urls=early.image_urls, msg=early.msg,
-            )  # fmt: skip
-        if not claim.granted:
-            return FourKStatus(
-                task_id=task_id, index=index, ready=False, msg="another process polls this task"
-            )
-        status = await self._request_4k(task_id, index, counter, on_retry, callback_url, attempts)
-        if status.ready:
-            await self._coordinator.publish_result(status, self._owner)
-        return status
-
-    def _release(self, task_id: str, index: int) -> None:
-        self._coordinator.release(task_id, index, self._owner)
+        return await self._kie.request_4k(task_id, index, Counter(), None, callback_url)
 
     async def get_record(self, task_id: str) -> TaskRecord:
         """Read ``record-info``: the authoritative status of any Veo task."""
         task_id = check.task_id(task_id)
         self._check_usable()
-        return await self._get_record(task_id, Counter(), None)
-
-    async def _get_record(
-        self,
-        task_id: str,
-        counter: Counter,
-        on_retry: RetryHook | None,
-        attempts: int | None = None,
-    ) -> TaskRecord:
-        env = await self._api.call(
-            "GET",
-            RECORD_PATH,
-            task_id=task_id,
-            params={"taskId": task_id},
-            counter=counter,
-            on_retry=on_retry,
-            attempts=attempts,
-        )
-        if env.code != 200:
-            raise error_for(env, task_id)
-        return parse_record(self._converter, env, task_id)
+        return await self._kie.get_record(task_id, Counter(), None)
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -469,65 +387,18 @@ class Veo4kClient:
         is kept, so the next call resumes. Only https URLs (http with ``allow_http``) on public
         addresses (others with ``allow_private_hosts``) are fetched, redirects included.
         """
-        deadline = check.positive_seconds(timeout, "timeout")
-        if on_progress is not None and not callable(on_progress):
-            raise ConfigurationError("on_progress must be callable")
-        url, task_id, path = resolve_destination(result, dest, overwrite=overwrite)
-        self._check_usable()
-        if self._download_session is None:
-            self._download_session = aiohttp.ClientSession(  # no Authorization, ever
-                headers={"User-Agent": self._user_agent},
-                connector=aiohttp.TCPConnector(resolver=GuardedResolver(self._host_policy)),
-            )
-
-        async def refresh(stale: str) -> str:
-            return await self.fresh_download_url(stale, task_id=task_id)
-
-        running = asyncio.get_running_loop().create_task(
-            download_file(
-                self._download_session,
-                url,
-                path,
-                refresh=refresh,
-                retry=self._retry_policy,
-                rng=self._rng,
-                task_id=task_id,
-                on_progress=on_progress,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self._request_timeout, sock_read=self._request_timeout
-                ),
-                policy=self._host_policy,
-                deadline=deadline,
-            ),
-            name=f"veo4k-download-{path.name}",
+        url, task_id, path, deadline = self._downloader.checked(
+            result, dest, overwrite=overwrite, on_progress=on_progress, timeout=timeout
         )
-        self._downloads.add(running)
-        try:
-            return await running
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if self._closed and running.cancelled() and not (current and current.cancelling()):
-                raise ClientStateError(
-                    "the client was closed during the download (the .part is kept)"
-                ) from None
-            raise
-        finally:
-            self._downloads.discard(running)
+        self._check_usable()
+        return await self._downloader.fetch(
+            url, task_id, path, deadline=deadline, on_progress=on_progress
+        )
 
     async def fresh_download_url(self, url: str, *, task_id: str | None = None) -> str:
         """Ask Kie for a fresh link to a generated file (valid about 20 minutes)."""
         self._check_usable()
-        env = await self._api.call(
-            "POST", DOWNLOAD_URL_PATH, task_id=task_id, json={"url": url}, counter=Counter()
-        )
-        if env.code != 200 or not isinstance(env.data, str) or not env.data:
-            raise DownloadError(
-                f"Kie would not refresh the link ({env.code}: {env.msg})", url=url, task_id=task_id
-            )
-        try:
-            return result_url(env.data)
-        except ValueError as exc:
-            raise DownloadError(f"Kie sent a bad link: {exc}", url=url, task_id=task_id) from None
+        return await self._kie.fresh_download_url(url, task_id)
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -554,40 +425,15 @@ class Veo4kClient:
         self._check_usable()
         policy, callback_url = self._plan(poll_policy, callback_url)
         limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Queue[tuple[SharedWait, FourKResult | None, BaseException | None]]
-        ended = asyncio.Queue()
 
-        def on_end(
-            shared: SharedWait, result: FourKResult | None, error: BaseException | None
-        ) -> None:
-            ended.put_nowait((shared, result, error))
+        def join(task_id: str, index: int) -> SharedWait:
+            return self._join(task_id, index, policy, callback_url)
 
-        joined: list[tuple[SharedWait, Subscription]] = []
-        try:
-            deadline = loop.time() + limit
-            for n, (task_id, index) in enumerate(pairs, 1):
-                shared = self._join(task_id, index, policy, callback_url)
-                sub = Subscription(on_end, deadline=deadline, timeout=limit, listener=on_update)
-                shared.subscribe(sub)
-                joined.append((shared, sub))
-                if n % _START_CHUNK == 0:
-                    await asyncio.sleep(0)  # let started waits run: no 10,000-step loop pass
-            for _ in pairs:
-                shared, result, error = await ended.get()
-                if isinstance(error, asyncio.CancelledError):
-                    raise error
-                if error is not None and not isinstance(error, Veo4kError):
-                    raise error  # a bug, not an outcome: let it surface
-                if isinstance(error, WaitTimeoutError) and on_update is not None:
-                    shared.emit(WaitState.FAILED, msg=str(error), error=error, only=on_update)
-                yield Outcome(
-                    task_id=shared.task_id, index=shared.index, result=result, error=error
-                )
-        finally:
-            for shared, sub in joined:
-                shared.unsubscribe(sub)
-            await settle(shared for shared, _ in joined)
+        async with contextlib.aclosing(
+            outcomes(join, pairs, limit=limit, on_update=on_update)
+        ) as stream:
+            async for outcome in stream:
+                yield outcome
 
     async def wait_for_4k_many(
         self,
@@ -605,7 +451,6 @@ class Veo4kClient:
         with ``True`` each failed task's slot holds its :class:`Veo4kError`.
         """
         pairs = check.task_pairs(tasks)
-        results: dict[tuple[str, int], FourKResult | Veo4kError] = {}
         stream = self.as_completed(
             pairs,
             timeout=timeout,
@@ -613,14 +458,7 @@ class Veo4kClient:
             callback_url=callback_url,
             on_update=on_update,
         )
-        async with contextlib.aclosing(stream):
-            async for outcome in stream:
-                if outcome.error is not None and not return_exceptions:
-                    raise outcome.error
-                value = outcome.result if outcome.result is not None else outcome.error
-                assert value is not None
-                results[(outcome.task_id, outcome.index)] = value
-        return [results[pair] for pair in pairs]
+        return await collect(stream, pairs, return_exceptions=return_exceptions)
 
 
 async def wait_for_4k(

@@ -11,8 +11,9 @@ already makes one request stream per task, so its lease is always granted);
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 import attrs
 
@@ -21,7 +22,10 @@ from ._config import RateLimit
 from ._limiter import Limiter, Pacer
 from ._models import FourKStatus
 
-__all__ = ["Claim", "Coordinator", "Limiter", "LocalCoordinator", "OutcomeSink"]
+if TYPE_CHECKING:
+    from ._transport import Counter, RetryHook
+
+__all__ = ["Claim", "ClaimedSubmit", "Coordinator", "Limiter", "LocalCoordinator", "OutcomeSink"]
 
 
 class OutcomeSink(Protocol):
@@ -114,3 +118,52 @@ class LocalCoordinator(Coordinator):
 
     def limiter(self, limit: RateLimit | None) -> Limiter:
         return Pacer(limit)
+
+
+class ClaimedSubmit:
+    """A wait's get-4k-video request, through the coordinator: a result already known costs
+    nothing, and while another process holds the task's lease this one follows its outcome."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        request: Callable[..., Awaitable[FourKStatus]],
+        *,
+        owner: str,
+        trust_callback_urls: bool,
+    ) -> None:
+        self._coordinator = coordinator
+        self._request = request
+        self._owner = owner  # this client's name on task leases (random, not a secret)
+        self._trust = trust_callback_urls
+
+    async def __call__(
+        self,
+        task_id: str,
+        index: int,
+        counter: Counter,
+        on_retry: RetryHook | None,
+        callback_url: str | None = None,
+        attempts: int | None = None,
+    ) -> FourKStatus:
+        claim = await self._coordinator.claim(task_id, index, self._owner)
+        if claim.result is not None:
+            return claim.result
+        early = claim.early
+        if early is not None and early.ok and self._trust:
+            return FourKStatus(
+                task_id=task_id, index=index, ready=True, result_urls=early.result_urls,
+                image_urls=early.image_urls, msg=early.msg,
+            )  # fmt: skip
+        if not claim.granted:
+            return FourKStatus(
+                task_id=task_id, index=index, ready=False, msg="another process polls this task"
+            )
+        status = await self._request(task_id, index, counter, on_retry, callback_url, attempts)
+        if status.ready:
+            await self._coordinator.publish_result(status, self._owner)
+        return status
+
+    def release(self, task_id: str, index: int) -> None:
+        """The wait on the task ended here: free its lease for another process."""
+        self._coordinator.release(task_id, index, self._owner)

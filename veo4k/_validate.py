@@ -120,3 +120,12 @@ def task_pairs(tasks: Iterable[object], name: str = "tasks") -> list[tuple[str, 
         else:
             pairs.append((task_id(item, f"{name} item"), 0))
     return pairs
+
+
+def user_agent(value: object) -> str | None:
+    """A one-line, non-empty User-Agent, or None for the default."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
+        raise ConfigurationError("user_agent must be a non-empty one-line string")
+    return value.strip()
