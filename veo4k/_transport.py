@@ -91,6 +91,10 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int = MAX_BODY_BYTES) -
     async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > cap:
+            # Drop what was read before raising: it may echo the key, and a traceback shown
+            # with its locals would print this frame's chunks.
+            chunks.clear()
+            chunk = b""
             raise TransportError(f"response body exceeds {cap} bytes", status=resp.status)
         chunks.append(chunk)
     return b"".join(chunks)
