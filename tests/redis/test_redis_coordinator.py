@@ -388,3 +388,16 @@ def test_default_namespace_is_a_hash_of_the_key(monkeypatch: pytest.MonkeyPatch)
     assert "secret" not in one.namespace
     assert "sk-" not in repr(two)
     assert "pw" not in repr(two)
+
+
+async def test_many_concurrent_calls_queue_locally_not_as_an_outage(
+    coordinators: Callable[..., RedisCoordinator],
+) -> None:
+    """400 waits claiming at once (more than redis-py's 100-connection pool) queue for a
+    connection in this process: Redis is not declared down, every claim is answered by Redis."""
+    coord = coordinators()
+    claims = await asyncio.gather(*(coord.claim(f"many{i}", 0, "me") for i in range(400)))
+    assert all(claim.granted for claim in claims)
+    assert coord.health.outages == 0
+    assert coord.health.fallbacks == 0
+    assert coord.health.round_trips >= 400

@@ -2,6 +2,11 @@
 
 While Redis is away, calls fail fast with :class:`RedisDown` (the caller falls back to local
 behaviour) and one call per ``retry_interval`` probes whether it is back.
+
+At most :data:`MAX_CONCURRENT_CALLS` calls of a process are in flight; the others queue here,
+before their timeout starts. redis-py's pool refuses a connection beyond its size (100 by
+default) with an error, and thousands of waits claiming at once would otherwise read as an
+outage of a Redis that is merely busy with our own burst.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ __all__ = ["Health", "RedisDown", "redact"]
 log = logging.getLogger("veo4k")
 
 T = TypeVar("T")
+
+MAX_CONCURRENT_CALLS = 64
+"""Redis calls in flight per coordinator (below redis-py's default pool of 100 connections)."""
 
 
 class RedisDown(Exception):
@@ -51,6 +59,7 @@ class Health:
         self.round_trips = 0
         self.outages = 0
         self.fallbacks = 0
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
     @property
     def up(self) -> bool:
@@ -63,13 +72,17 @@ class Health:
         if self._probe_at is not None and loop.time() < self._probe_at:
             self.fallbacks += 1
             raise RedisDown
-        try:
-            async with asyncio.timeout(self.timeout):
-                result = await call()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self.fallbacks += 1
-            self.down(exc)
-            raise RedisDown from None
+        async with self._slots:  # a local queue: not counted against Redis' timeout
+            if self._probe_at is not None and loop.time() < self._probe_at:
+                self.fallbacks += 1  # it went away while this call queued
+                raise RedisDown
+            try:
+                async with asyncio.timeout(self.timeout):
+                    result = await call()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.fallbacks += 1
+                self.down(exc)
+                raise RedisDown from None
         self.round_trips += 1
         self.up_again()
         return result
