@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import pathlib
@@ -20,7 +21,7 @@ from ._batch import collect, outcomes
 from ._callback_server import CallbackServer, with_token
 from ._callbacks import CallbackReceiver
 from ._config import PollPolicy, RateLimit, RetryPolicy
-from ._coordination import ClaimedSubmit, Coordinator, LocalCoordinator
+from ._coordination import Coordinator, LocalCoordinator
 from ._download import DEFAULT_TIMEOUT, ProgressCallback
 from ._downloader import Downloader
 from ._endpoints import Endpoints
@@ -161,20 +162,17 @@ class Veo4kClient:
             rng=self._rng,
             request_timeout=self._request_timeout,
         )
-        claimed = ClaimedSubmit(
-            self._coordinator,
-            self._kie.request_4k,
-            owner=secrets.token_hex(8),
-            trust_callback_urls=self._trust_callback_urls,
-        )
+        owner = secrets.token_hex(8)  # this client's name on task leases (random, not a secret)
         self._waits = WaitRegistry(
-            submit=claimed,
+            submit=self._coordinator.submitter(
+                self._kie.request_4k, owner=owner, trust=self._trust_callback_urls
+            ),
             get_record=self._kie.get_record,
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
             max_steps=max_connections,
             retry=self._retry_policy,
-            on_forget=claimed.release,
+            on_forget=functools.partial(self._coordinator.release, owner=owner),
         )
 
     def __repr__(self) -> str:

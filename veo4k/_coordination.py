@@ -98,6 +98,12 @@ class Coordinator(abc.ABC):
     def release(self, task_id: str, index: int, owner: str) -> None:  # noqa: B027
         """``owner`` stopped waiting on the task: let another process take over at once."""
 
+    def submitter(
+        self, request: Callable[..., Awaitable[FourKStatus]], *, owner: str, trust: bool
+    ) -> Callable[..., Awaitable[FourKStatus]]:
+        """A wait's request as this coordinator runs it: claimed first (see ClaimedSubmit)."""
+        return ClaimedSubmit(self, request, owner=owner, trust_callback_urls=trust)
+
     async def aclose(self) -> None:  # noqa: B027
         """Release what this coordinator holds. Idempotent."""
 
@@ -118,6 +124,13 @@ class LocalCoordinator(Coordinator):
 
     def limiter(self, limit: RateLimit | None) -> Limiter:
         return Pacer(limit)
+
+    def submitter(
+        self, request: Callable[..., Awaitable[FourKStatus]], *, owner: str, trust: bool
+    ) -> Callable[..., Awaitable[FourKStatus]]:
+        """The request itself: the registry already makes one stream per task, and no other
+        process keeps results (no claim, no coroutine more per poll)."""
+        return request
 
 
 class ClaimedSubmit:
@@ -163,7 +176,3 @@ class ClaimedSubmit:
         if status.ready:
             await self._coordinator.publish_result(status, self._owner)
         return status
-
-    def release(self, task_id: str, index: int) -> None:
-        """The wait on the task ended here: free its lease for another process."""
-        self._coordinator.release(task_id, index, self._owner)

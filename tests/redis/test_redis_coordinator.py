@@ -378,6 +378,28 @@ async def test_the_lease_of_a_dead_holder_is_taken_over(
     assert kie.submissions("h1") == 1
 
 
+async def test_a_wait_that_ends_early_hands_its_lease_over_at_once(
+    kie: FakeKie, coordinators: Callable[..., RedisCoordinator], clients: Factory
+) -> None:
+    """The holder's wait times out: it frees the task's lease as it leaves, so the follower in
+    another process polls at once instead of waiting out the 10 s lease."""
+    kie.add_task("h2", ready_after=1.0)
+    holding = asyncio.Event()
+    holder = clients(coordinators())
+    first = asyncio.create_task(
+        holder.wait_for_4k("h2", timeout=0.4, on_update=lambda event: holding.set())
+    )
+    await holding.wait()  # the holder has sent its submission: it holds the lease
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await clients(coordinators()).wait_for_4k("h2", timeout=5)
+    with pytest.raises(veo4k.WaitTimeoutError):
+        await first
+    assert result.requests >= 1  # it took over the polling
+    assert loop.time() - started < 3.0  # long before the lease would have expired
+    assert kie.submissions("h2") == 1
+
+
 def test_default_namespace_is_a_hash_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(veo4k.ConfigurationError, match="namespace"):
         RedisCoordinator.from_url("redis://localhost:6379/0")
