@@ -116,6 +116,7 @@ class Veo4kClient:
         self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks
         self._coordinator = coordinator or LocalCoordinator()
         self._own_coordinator = coordinator is None
+        self._coordinator.bind_key(key)  # results and budgets are scoped to the key's account
         if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
             raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
         self._callbacks = callbacks
