@@ -1,15 +1,23 @@
-"""Fixtures for the coordinator tests: a real Redis server, and unique namespaces."""
+"""Fixtures for the coordinator tests: real Redis servers, unique namespaces, coordinators and
+clients closed afterwards."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
+import veo4k
+from veo4k.redis import RedisCoordinator
+from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
+
 from ._procs import LIMIT, Proc
 from ._server import RedisServer
+
+Factory = Callable[..., Any]
 
 
 def _running(**options: bool) -> Iterator[RedisServer]:
@@ -58,3 +66,40 @@ async def http_fake() -> AsyncIterator[tuple[str, str]]:
 def cluster_redis() -> Iterator[RedisServer]:
     """A one-node Redis Cluster (cluster mode on, all slots on this node)."""
     yield from _running(cluster=True)
+
+
+@pytest_asyncio.fixture
+async def coordinators(
+    redis_server: RedisServer, namespace: str
+) -> AsyncIterator[Callable[..., RedisCoordinator]]:
+    """Coordinators on the session's Redis, in this test's namespace (each stands for a
+    process); ``url=`` picks another server."""
+    made: list[RedisCoordinator] = []
+
+    def make(url: str | None = None, **options: Any) -> RedisCoordinator:
+        coord = RedisCoordinator.from_url(url or redis_server.url, namespace=namespace, **options)
+        made.append(coord)
+        return coord
+
+    yield make
+    for coord in made:
+        await coord.aclose()
+
+
+@pytest_asyncio.fixture
+async def clients(kie: FakeKie) -> AsyncIterator[Factory]:
+    """Clients of the in-process fake Kie with millisecond policies, closed afterwards."""
+    made: list[veo4k.Veo4kClient] = []
+
+    def make(coordinator: Any = None, **options: Any) -> veo4k.Veo4kClient:
+        defaults: dict[str, Any] = {
+            "base_url": kie.base_url, "poll_policy": FAST_POLICY, "retry_policy": FAST_RETRY,
+            "rate_limit": veo4k.RateLimit(max_requests=1000, period=1.0),
+        }  # fmt: skip
+        client = veo4k.Veo4kClient(kie.api_key, coordinator=coordinator, **{**defaults, **options})
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()

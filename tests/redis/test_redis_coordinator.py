@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
 import veo4k
@@ -18,48 +16,13 @@ from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
 
 from ._server import RedisServer, free_port
+from .conftest import Factory
 
 SLOW = veo4k.PollPolicy(
     first_delay=30.0, first_delay_jitter=0.0, wait_initial=30.0, wait_max=30.0,
     wait_jitter=0.0, timeout=20.0,
 )  # fmt: skip
 """After the first request, nothing for 30 s: only a callback or a shared result ends a wait."""
-
-Factory = Callable[..., Any]
-
-
-@pytest_asyncio.fixture
-async def coordinators(
-    redis_server: RedisServer, namespace: str
-) -> AsyncIterator[Callable[..., RedisCoordinator]]:
-    made: list[RedisCoordinator] = []
-
-    def make(**options: Any) -> RedisCoordinator:
-        coord = RedisCoordinator.from_url(redis_server.url, namespace=namespace, **options)
-        made.append(coord)
-        return coord
-
-    yield make
-    for coord in made:
-        await coord.aclose()
-
-
-@pytest_asyncio.fixture
-async def clients(kie: FakeKie) -> AsyncIterator[Factory]:
-    made: list[veo4k.Veo4kClient] = []
-
-    def make(coordinator: Any = None, **options: Any) -> veo4k.Veo4kClient:
-        defaults: dict[str, Any] = {
-            "base_url": kie.base_url, "poll_policy": FAST_POLICY, "retry_policy": FAST_RETRY,
-            "rate_limit": veo4k.RateLimit(max_requests=1000, period=1.0),
-        }  # fmt: skip
-        client = veo4k.Veo4kClient(kie.api_key, coordinator=coordinator, **{**defaults, **options})
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
 
 
 async def test_same_task_is_one_request_stream_and_a_finished_one_costs_nothing(

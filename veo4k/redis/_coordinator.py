@@ -128,6 +128,7 @@ class RedisCoordinator(Coordinator):
         # The waits this process serves, for the catch-up after a resubscribe.
         self._waits: dict[tuple[str, int], set[str]] = {}
         self._seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._caught_up = 0  # outcomes a catch-up read delivered (for tests)
         self._closed = False
 
     @classmethod
@@ -364,10 +365,12 @@ class RedisCoordinator(Coordinator):
             for (_, index), at in zip(batch, range(0, len(reply), 3), strict=True):
                 result, waited, fields = reply[at : at + 3]
                 if result:
+                    self._caught_up += 1
                     self.deliver_result(status_from(json.loads(result)))
                     continue
                 early = kept_callback(fields, waited, index)
                 if early is not None:
+                    self._caught_up += 1
                     self.deliver_callback(early)
 
     # -- leases ------------------------------------------------------------------------------
