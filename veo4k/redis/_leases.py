@@ -98,7 +98,10 @@ class Leases:
         try:
             return await asyncio.shield(round_trip)
         except asyncio.CancelledError:
+            # first the free, then the bookkeeping: aclose and tests see no gap between them
             round_trip.add_done_callback(functools.partial(self._abandoned, key, token))
+            self._tasks.add(round_trip)
+            round_trip.add_done_callback(self._tasks.discard)
             raise
 
     def _abandoned(self, key: LeaseKey, token: str, round_trip: asyncio.Future[Any]) -> None:
@@ -160,16 +163,16 @@ class Leases:
                 entry.confirmed = sent
 
     async def aclose(self) -> None:
-        """Stop renewing, free every lease still held, wait for background round trips."""
+        """Stop renewing, wait for background round trips, free every lease still held."""
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.closed = True
         for (task_id, index, _), held in list(self._held.items()):
             call = functools.partial(
                 self._release, keys=[self.key(task_id, index)], args=[held.token]
             )
             await self._health.quietly(call)
         self._held.clear()
-        self.closed = True
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -68,15 +68,22 @@ def callback_field(event: CallbackEvent) -> str:
 
 def kept_callback(fields: list[Any], waited: list[Any], index: int) -> CallbackEvent | None:
     """The callback kept for ``index``, from a task's kept callbacks (``HGETALL`` as a flat
-    list) and the indexes its namespace waits for. One of unknown index is this index's only
-    while nobody in the namespace waits for another; a success wins over a failure report."""
-    mine = f"i{index}:"
-    only = {_text(w) for w in waited} <= {str(index)}
-    found: CallbackEvent | None = None
+    list) and the indexes its namespace waits for. Those of unknown index count while nobody in
+    the namespace waits for another index, and only if they agree (two different successes
+    cannot both be this video's). A success wins over a failure report."""
+    mine, unknown = [], []
     for name, value in zip(fields[::2], fields[1::2], strict=True):
         field = _text(name)
-        if not (field.startswith(mine) or (only and field.startswith("u:"))):
-            continue
+        if field.startswith(f"i{index}:"):
+            mine.append(value)
+        elif field.startswith("u:"):
+            unknown.append((field, value))
+    if {_text(w) for w in waited} <= {str(index)}:
+        successes = {field for field, _ in unknown if field.startswith("u:1:")}
+        if len(successes) <= 1:
+            mine += [value for _, value in unknown]
+    found: CallbackEvent | None = None
+    for value in mine:
         try:
             event = event_from(json.loads(value), index)
         except (KeyError, TypeError, ValueError):
