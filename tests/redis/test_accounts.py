@@ -1,0 +1,125 @@
+"""What processes share is scoped: results and budgets to the account, callbacks to the video
+index they are for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+import veo4k
+from veo4k.redis import RedisCoordinator
+from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
+
+from ._server import RedisServer
+from .conftest import Factory
+
+SLOW = veo4k.PollPolicy(
+    first_delay=30.0, first_delay_jitter=0.0, wait_initial=30.0, wait_max=30.0,
+    wait_jitter=0.0, timeout=20.0,
+)  # fmt: skip
+"""After the submission, nothing for 30 s: only a callback ends a wait sooner."""
+
+
+async def test_two_keys_in_one_namespace_share_no_result_and_no_budget(
+    kie: FakeKie, clients: Factory, coordinators: Callable[..., RedisCoordinator],
+    redis_server: RedisServer,
+) -> None:  # fmt: skip
+    """Key B (another account) asks for a task key A already has the 4K of: B pays its own
+    request (Kie checks its access), never gets A's URLs from the cache; budgets are apart too,
+    and no key (or its plain hash) is in any Redis key or value."""
+    kie.add_task("acct", ready_after=0.0)
+    first = await clients(coordinators()).wait_for_4k("acct")
+    again = await clients(coordinators()).wait_for_4k("acct")
+    assert again.requests == 0  # same key: the kept result
+    async with FakeKie(api_key="key-of-account-b", ready_after=0.0) as other:
+        other.add_task("acct", ready_after=0.0)
+        coord_b = coordinators()
+        async with veo4k.Veo4kClient(
+            other.api_key, base_url=other.base_url, poll_policy=FAST_POLICY,
+            retry_policy=FAST_RETRY, coordinator=coord_b,
+        ) as b:  # fmt: skip
+            result_b = await b.wait_for_4k("acct")
+        assert result_b.requests >= 1
+        assert other.submissions("acct") == 1
+        assert result_b.result_urls != first.result_urls
+    coord_a = coordinators()
+    clients(coord_a)
+    assert coord_a.namespace == coord_b.namespace
+    assert coord_a._scope.account_key("tat") != coord_b._scope.account_key("tat")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        keys = [k async for k in raw.scan_iter(match=f"veo4k:{{{coord_a.namespace}}}:*")]
+        assert keys
+        for key in keys:
+            stored = await raw.dump(key) or b""
+            for secret in (kie.api_key, "key-of-account-b"):
+                assert secret.encode() not in key + stored
+    finally:
+        await raw.aclose()
+
+
+async def deliver(kie: FakeKie, receiver: veo4k.CallbackReceiver, task_id: str, index: int) -> None:
+    """Kie's callback for one video of a task, as a worker's route receives it."""
+    raw = json.dumps(kie.callback_payload(kie.tasks[task_id], index)).encode()
+    await receiver.handle(raw, {}, token="tok")
+
+
+async def test_a_trusted_callback_never_ends_another_index_in_another_process(
+    kie: FakeKie, clients: Factory, coordinators: Callable[..., RedisCoordinator],
+    redis_server: RedisServer,
+) -> None:  # fmt: skip
+    """Process A waits for video 0 of a task, process B for video 1, both trusting callbacks.
+    Kie's callback names no index: the one for video 0 cannot be told apart, so both confirm by
+    a poll and each gets its own video; video 1's callback is kept apart from video 0's."""
+    task = kie.add_task("multi", ready_after=60.0, indices=2)
+    receiving = coordinators()
+    receiver = veo4k.CallbackReceiver(token="tok", coordinator=receiving)
+    sent = [asyncio.Event(), asyncio.Event()]
+    waits = [
+        asyncio.ensure_future(
+            clients(coordinators(), trust_callback_urls=True).wait_for_4k(
+                "multi", index, poll_policy=SLOW, on_update=lambda e, i=index: sent[i].set()
+            )
+        )
+        for index in (0, 1)
+    ]
+    await asyncio.gather(*(event.wait() for event in sent))  # both submitted, both claimed
+    task.ready_after = 0.0  # both videos are ready now; Kie calls back for video 0 first
+    await deliver(kie, receiver, "multi", 0)
+    video0, video1 = await asyncio.wait_for(asyncio.gather(*waits), 10)
+    assert video0.video_url == kie.result_url("multi", 0)
+    assert video1.video_url == kie.result_url("multi", 1)  # not video 0's
+    assert (video0.requests, video1.requests) == (2, 2)  # each confirmed its own
+    await deliver(kie, receiver, "multi", 1)
+    await receiver.aclose()
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await raw.hlen(receiving._scope.key("cb", "multi")) == 2  # no duplicate of 0's
+    finally:
+        await raw.aclose()
+
+
+async def test_a_callback_for_the_one_index_waited_for_ends_it_in_any_process(
+    kie: FakeKie, clients: Factory, coordinators: Callable[..., RedisCoordinator]
+) -> None:
+    """The namespace waits for video 1 only: the callback is that video's, kept with its index,
+    and ends the trusted wait in another process (one request), and a later wait at once."""
+    task = kie.add_task("one", ready_after=60.0, indices=2)
+    receiver = veo4k.CallbackReceiver(token="tok", coordinator=coordinators())
+    sent = asyncio.Event()
+    wait = asyncio.ensure_future(
+        clients(coordinators(), trust_callback_urls=True).wait_for_4k(
+            "one", 1, poll_policy=SLOW, on_update=lambda e: sent.set()
+        )
+    )
+    await sent.wait()
+    task.ready_after = 0.0
+    await deliver(kie, receiver, "one", 1)
+    result = await asyncio.wait_for(wait, 10)
+    assert (result.video_url, result.requests) == (kie.result_url("one", 1), 1)
+    later = await clients(coordinators(), trust_callback_urls=True).wait_for_4k("one", 1)
+    assert (later.video_url, later.requests) == (kie.result_url("one", 1), 0)
+    await receiver.aclose()
