@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -24,7 +25,7 @@ from .._models import FourKStatus
 from .._secret import ApiKey
 from . import _scripts
 from ._fanout import Listener
-from ._health import Health, RedisDown, pool_limit, redact, url_secrets
+from ._health import Health, RedisDown, pool_limit
 from ._leases import Leases
 from ._limiter import RedisLimiter
 from ._messages import (
@@ -34,16 +35,19 @@ from ._messages import (
     encode_status,
     event_from,
     kept_callback,
+    kept_outcomes,
+    kept_result,
     nudge,
     status_from,
+    text,
 )
 from ._scope import Scope
+from ._url import connect
 
 __all__ = ["RedisCoordinator"]
 
 log = logging.getLogger("veo4k")
 
-_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _MAX_KEPT_PER_TASK = 32  # callbacks kept per task (a task has few videos, Kie retries a few)
 _CATCH_UP_BATCH = 200  # waits read per round trip after a resubscribe
 
@@ -139,28 +143,7 @@ class RedisCoordinator(Coordinator):
 
         ``options`` are the keyword arguments of :class:`RedisCoordinator`.
         """
-        timeout = float(options.get("timeout", 0.5))
-        scheme, sep, rest = url.partition("://")
-        try:
-            hidden = tuple(url_secrets(url))
-            where = redact(url)
-        except ValueError:
-            raise ConfigurationError("not a valid Redis URL") from None
-        client: Redis | RedisCluster
-        try:
-            if scheme in _CLUSTER_SCHEMES:
-                client = RedisCluster.from_url(
-                    _CLUSTER_SCHEMES[scheme] + sep + rest,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                )
-            else:
-                client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        except (ValueError, TypeError) as exc:  # redis-py's own check: keep the URL out of it
-            text = str(exc)
-            for secret in hidden:
-                text = text.replace(secret, "***")
-            raise ConfigurationError(f"not a valid Redis URL: {text}") from None
+        client, where, hidden = connect(url, float(options.get("timeout", 0.5)))
         return cls(
             client, namespace=namespace, _where=where, _secrets=hidden, _own_client=True, **options
         )
@@ -312,8 +295,8 @@ class RedisCoordinator(Coordinator):
         except RedisDown:
             self._deliver(event, event)  # this process only: its own waits decide, as alone
             return
-        decided = _text(index)
-        self.deliver_callback(event if not decided else _with_index(event, int(decided)))
+        decided = text(index)
+        self.deliver_callback(attrs.evolve(event, index=int(decided)) if decided else event)
 
     async def publish_result(self, status: FourKStatus, owner: str) -> None:
         """Tell this process's clients at once, keep the result ``result_ttl`` seconds, free the
@@ -362,16 +345,12 @@ class RedisCoordinator(Coordinator):
                 reply = await self.health.run(functools.partial(self._read_kept, keys=keys))
             except RedisDown:
                 return  # the polls find them
-            for (_, index), at in zip(batch, range(0, len(reply), 3), strict=True):
-                result, waited, fields = reply[at : at + 3]
-                if result:
-                    self._caught_up += 1
-                    self.deliver_result(status_from(json.loads(result)))
-                    continue
-                early = kept_callback(fields, waited, index)
-                if early is not None:
-                    self._caught_up += 1
-                    self.deliver_callback(early)
+            for outcome in kept_outcomes(batch, reply):
+                self._caught_up += 1
+                if isinstance(outcome, FourKStatus):
+                    self.deliver_result(outcome)
+                else:
+                    self.deliver_callback(outcome)
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -400,12 +379,10 @@ class RedisCoordinator(Coordinator):
             # it either way.
             self._leases.hold(key, token)
             return Claim(granted=True)
-        kind = _text(reply[0])
+        kind = text(reply[0])
         if kind == "result":
-            try:
-                return Claim(granted=False, result=status_from(json.loads(reply[1])))
-            except (KeyError, TypeError, ValueError):
-                return Claim(granted=True)  # unreadable: poll Kie
+            kept = kept_result(reply[1])  # unreadable: poll Kie
+            return Claim(granted=kept is None, result=kept)
         early = kept_callback(reply[2], reply[1], index)
         if kind == "granted":
             self._leases.hold(key, token, confirmed=sent)
@@ -433,15 +410,3 @@ class RedisCoordinator(Coordinator):
         await self._leases.aclose()
         if self._own_client:
             await self._client.aclose()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _with_index(event: CallbackEvent, index: int) -> CallbackEvent:
-    return CallbackEvent(
-        task_id=event.task_id, ok=event.ok, code=event.code, msg=event.msg,
-        result_urls=event.result_urls, image_urls=event.image_urls,
-        received_at=event.received_at, index=index,
-    )  # fmt: skip

@@ -19,14 +19,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-__all__ = ["REDIS_FAILURES", "Health", "RedisDown", "pool_limit", "redact", "url_secrets"]
+__all__ = ["REDIS_FAILURES", "Health", "RedisDown", "pool_limit"]
 
 log = logging.getLogger("veo4k")
 
@@ -44,30 +43,9 @@ UNBOUNDED_POOL = 100
 """Calls in flight when the client's pool has no real bound (redis-py 5's default of 2**31
 connections): redis-py 6 and later default to this pool size."""
 
-_SECRET_PARAMS = {"password", "pass", "pwd", "auth", "token", "secret", "username", "user"}
-
 
 class RedisDown(Exception):
     """Redis is unavailable right now: use the local fallback."""
-
-
-def redact(url: str) -> str:
-    """``url`` without credentials: userinfo and secret query values become ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    hidden = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in query]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))
-
-
-def url_secrets(url: str) -> list[str]:
-    """Every credential in ``url`` (to scrub from error texts), longest first."""
-    parts = urlsplit(url)
-    found = [parts.username, parts.password]
-    found += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS]
-    return sorted({s for s in found if s}, key=len, reverse=True)
 
 
 def pool_limit(client: Redis | RedisCluster) -> int:

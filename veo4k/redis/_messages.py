@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from .._callbacks import CallbackEvent
@@ -23,8 +24,11 @@ __all__ = [
     "encode_status",
     "event_from",
     "kept_callback",
+    "kept_outcomes",
+    "kept_result",
     "nudge",
     "status_from",
+    "text",
 ]
 
 
@@ -73,12 +77,12 @@ def kept_callback(fields: list[Any], waited: list[Any], index: int) -> CallbackE
     cannot both be this video's). A success wins over a failure report."""
     mine, unknown = [], []
     for name, value in zip(fields[::2], fields[1::2], strict=True):
-        field = _text(name)
+        field = text(name)
         if field.startswith(f"i{index}:"):
             mine.append(value)
         elif field.startswith("u:"):
             unknown.append((field, value))
-    if {_text(w) for w in waited} <= {str(index)}:
+    if {text(w) for w in waited} <= {str(index)}:
         successes = {field for field, _ in unknown if field.startswith("u:1:")}
         if len(successes) <= 1:
             mine += [value for _, value in unknown]
@@ -91,6 +95,22 @@ def kept_callback(fields: list[Any], waited: list[Any], index: int) -> CallbackE
         if found is None or (event.ok and not found.ok):
             found = event
     return found
+
+
+def kept_outcomes(
+    waits: list[tuple[str, int]], reply: list[Any]
+) -> Iterator[FourKStatus | CallbackEvent]:
+    """What ``READ_KEPT`` found for ``waits``: a kept result, else the callback for the index."""
+    for (_, index), at in zip(waits, range(0, len(reply), 3), strict=True):
+        result, waited, fields = reply[at : at + 3]
+        if result:
+            status = kept_result(result)
+            if status is not None:  # else unreadable: the wait's next poll asks Kie
+                yield status
+            continue
+        early = kept_callback(fields, waited, index)
+        if early is not None:
+            yield early
 
 
 def encode_status(status: FourKStatus) -> dict[str, Any]:
@@ -118,6 +138,14 @@ def status_from(data: dict[str, Any]) -> FourKStatus:
     )
 
 
+def kept_result(raw: bytes | str) -> FourKStatus | None:
+    """A kept result, or None if it cannot be read."""
+    try:
+        return status_from(json.loads(raw))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def decode(raw: bytes | str) -> dict[str, Any] | None:
     """A channel message (``o`` origin, ``k`` kind, ``v`` value, ...), or None if unreadable."""
     try:
@@ -129,5 +157,6 @@ def decode(raw: bytes | str) -> dict[str, Any] | None:
     return msg
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
