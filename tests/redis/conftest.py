@@ -62,9 +62,16 @@ async def http_fake() -> AsyncIterator[tuple[str, str]]:
         await fake.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cluster_redis() -> Iterator[RedisServer]:
-    """A one-node Redis Cluster (cluster mode on, all slots on this node)."""
+    """A one-node Redis Cluster (cluster mode on, all slots on this node) for the session: a
+    cluster node takes 2 s to start serving."""
+    yield from _running(cluster=True)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[RedisServer]:
+    """A one-node Redis Cluster of this test's own (it may be killed and restarted)."""
     yield from _running(cluster=True)
 
 
