@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import pathlib
 from collections.abc import Callable
 
+import pytest
 import redis.asyncio as aioredis
 
 import veo4k
 from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
 
-from ._server import RedisServer
+from ._server import RedisServer, free_port
 from .conftest import Factory
 
 SLOW = veo4k.PollPolicy(
@@ -123,3 +126,37 @@ async def test_a_callback_for_the_one_index_waited_for_ends_it_in_any_process(
     later = await clients(coordinators(), trust_callback_urls=True).wait_for_4k("one", 1)
     assert (later.video_url, later.requests) == (kie.result_url("one", 1), 0)
     await receiver.aclose()
+
+
+async def test_redis_url_credentials_are_redacted_everywhere(
+    kie: FakeKie, clients: Factory, caplog: pytest.LogCaptureFixture, tmp_path: pathlib.Path
+) -> None:
+    """Userinfo, ``?password=`` and unix-socket credentials: never in a repr, a log line or an
+    error, whichever way the URL is written and whatever Redis answers (nothing listens)."""
+    port = free_port()
+    socket = tmp_path / "nobody.sock"
+    urls = {
+        "pw-userinfo": f"redis://someone:pw-userinfo@127.0.0.1:{port}/0",
+        "pw-query": f"redis://127.0.0.1:{port}/0?password=pw-query",
+        "pw-unix": f"unix://:pw-unix@{socket}",
+        "pw-unix-query": f"unix://{socket}?password=pw-unix-query&db=0",
+        "pw-cluster": f"redis+cluster://someone:pw-cluster@127.0.0.1:{port}",
+    }
+    with caplog.at_level(logging.DEBUG, logger="veo4k"):
+        for n, (secret, url) in enumerate(urls.items()):
+            coord = RedisCoordinator.from_url(url, namespace="redacted", timeout=0.2)
+            shown = repr(coord)
+            client = clients(coord)
+            result = await client.wait_for_4k(f"redacted{n}")  # Redis unreachable: fallback
+            assert result.requests >= 1
+            await client.aclose()
+            await coord.aclose()
+            assert secret not in shown, shown
+            assert "***" in shown
+            assert "someone" not in shown
+        with pytest.raises(veo4k.ConfigurationError) as bad:
+            RedisCoordinator.from_url(f"redis://127.0.0.1:{port}/x?password=pw-bad&db=zero")
+    assert "pw-bad" not in str(bad.value)
+    assert caplog.records  # the fallbacks were logged...
+    for secret in [*urls, "pw-bad"]:
+        assert secret not in caplog.text  # ...without a credential

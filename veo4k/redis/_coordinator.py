@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import json
 import logging
@@ -134,6 +135,7 @@ class RedisCoordinator(Coordinator):
         self._seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._caught_up = 0  # outcomes a catch-up read delivered (for tests)
         self._closed = False
+        self._closing = asyncio.Event()
 
     @classmethod
     def from_url(
@@ -322,13 +324,18 @@ class RedisCoordinator(Coordinator):
             self._leases.spawn(self._publish_later(publish))
 
     async def _publish_later(self, publish: Callable[[], Awaitable[Any]]) -> None:
+        """Retry until Redis takes it, at most one lease TTL, or one last try at close."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._leases.lease_ms / 1000.0
-        while not self._closed and loop.time() < give_up:
-            await asyncio.sleep(min(self.health.retry_interval, 1.0))
+        while loop.time() < give_up:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self.health.retry_interval, 1.0)):
+                    await self._closing.wait()
             try:
                 await self.health.run(publish)
             except RedisDown:
+                if self._closing.is_set():
+                    return
                 continue
             return
 
@@ -405,6 +412,7 @@ class RedisCoordinator(Coordinator):
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         if self._listener is not None:
             await self._listener.aclose()
         await self._leases.aclose()
