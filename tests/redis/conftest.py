@@ -12,7 +12,6 @@ import pytest_asyncio
 
 import veo4k
 from veo4k.redis import RedisCoordinator
-from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
 
 from ._procs import LIMIT, Proc
 from ._server import RedisServer
@@ -93,20 +92,13 @@ async def coordinators(
         await coord.aclose()
 
 
-@pytest_asyncio.fixture
-async def clients(kie: FakeKie) -> AsyncIterator[Factory]:
-    """Clients of the in-process fake Kie with millisecond policies, closed afterwards."""
-    made: list[veo4k.Veo4kClient] = []
+@pytest.fixture
+def clients(make_client: Factory) -> Factory:
+    """Clients of the in-process fake Kie (millisecond policies, closed afterwards), each on
+    the coordinator given (none: in-process)."""
 
-    def make(coordinator: Any = None, **options: Any) -> veo4k.Veo4kClient:
-        defaults: dict[str, Any] = {
-            "base_url": kie.base_url, "poll_policy": FAST_POLICY, "retry_policy": FAST_RETRY,
-            "rate_limit": veo4k.RateLimit(max_requests=1000, period=1.0),
-        }  # fmt: skip
-        client = veo4k.Veo4kClient(kie.api_key, coordinator=coordinator, **{**defaults, **options})
-        made.append(client)
+    def make(coordinator: RedisCoordinator | None = None, **options: Any) -> veo4k.Veo4kClient:
+        client: veo4k.Veo4kClient = make_client(coordinator=coordinator, **options)
         return client
 
-    yield make
-    for client in made:
-        await client.aclose()
+    return make

@@ -11,6 +11,7 @@ needs no API key): they only ever end the waits of the task they name.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from .._errors import ConfigurationError
 from .._secret import ApiKey
@@ -59,15 +60,7 @@ class Scope:
     @property
     def namespace(self) -> str:
         """The namespace; without one given, derived from the key of the first client."""
-        if self._namespace is None:
-            self._from_environment()
-        if self._namespace is None:
-            raise ConfigurationError(
-                "RedisCoordinator has no namespace yet: pass namespace=..., or create a "
-                "Veo4kClient with it first (the default namespace derives from the client's "
-                "API key), or set KIE_API_KEY"
-            )
-        return self._namespace
+        return self._known(lambda: self._namespace, "no namespace yet: pass namespace=..., or")
 
     @property
     def described(self) -> str:
@@ -77,14 +70,18 @@ class Scope:
     @property
     def account(self) -> str:
         """The salted fingerprint of the key whose results and budget this is."""
-        if self._account is None:
+        return self._known(lambda: self._account, "no Kie API key yet:")
+
+    def _known(self, value: Callable[[], str | None], missing: str) -> str:
+        if value() is None:
             self._from_environment()
-        if self._account is None:
+        found = value()
+        if found is None:
             raise ConfigurationError(
-                "RedisCoordinator serves no Kie API key yet: use it through a Veo4kClient "
-                "(or set KIE_API_KEY)"
+                f"RedisCoordinator has {missing} use it through a Veo4kClient first (the "
+                "default namespace derives from the client's API key), or set KIE_API_KEY"
             )
-        return self._account
+        return found
 
     def key(self, *parts: object) -> str:
         """A key of the namespace (callbacks, the channel)."""
