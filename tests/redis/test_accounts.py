@@ -160,3 +160,25 @@ async def test_redis_url_credentials_are_redacted_everywhere(
     assert caplog.records  # the fallbacks were logged...
     for secret in [*urls, "pw-bad"]:
         assert secret not in caplog.text  # ...without a credential
+
+
+def test_kept_callbacks_of_unknown_index_count_only_while_unambiguous() -> None:
+    """Kept under ``u:`` (no index): this index's while the namespace waits for no other and
+    they agree; under ``i<n>:``: index n's only."""
+    from veo4k.redis._messages import callback_field, encode_event, kept_callback
+
+    def kept(slot: str, url: str) -> list[str]:
+        event = veo4k.CallbackEvent(task_id="t", ok=True, code=200, msg="", result_urls=(url,))
+        return [slot + callback_field(event), json.dumps(encode_event(event))]
+
+    one, two = kept("u", "https://a/0.mp4"), kept("u", "https://a/1.mp4")
+    found = kept_callback(one, [b"0"], 0)
+    assert found is not None
+    assert (found.index, found.result_urls) == (0, ("https://a/0.mp4",))
+    assert kept_callback(one, [b"0", b"1"], 0) is None  # another index is waited for
+    assert kept_callback(one + two, [b"0"], 0) is None  # two videos' URLs: which is 0's?
+    indexed = kept("i1", "https://a/1.mp4")
+    assert kept_callback(indexed + one + two, [b"0", b"1"], 0) is None
+    found = kept_callback(indexed + one + two, [b"0", b"1"], 1)
+    assert found is not None
+    assert found.result_urls == ("https://a/1.mp4",)

@@ -352,7 +352,12 @@ class RedisCoordinator(Coordinator):
                 reply = await self.health.run(functools.partial(self._read_kept, keys=keys))
             except RedisDown:
                 return  # the polls find them
-            for outcome in kept_outcomes(batch, reply):
+            try:
+                outcomes = list(kept_outcomes(batch, reply))
+            except (TypeError, ValueError):  # not what READ_KEPT returns: the polls find them
+                log.warning("ignored an unreadable catch-up reply from %s", self._where)
+                return
+            for outcome in outcomes:
                 self._caught_up += 1
                 if isinstance(outcome, FourKStatus):
                     self.deliver_result(outcome)
