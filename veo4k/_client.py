@@ -357,7 +357,10 @@ class Veo4kClient:
     def _join(
         self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
     ) -> SharedWait:
-        early = self._receiver.recent(task_id) if self._receiver else None
+        # A receiver that publishes to a shared coordinator: its claim hands over the callback
+        # kept for this index; the receiver's own memory knows tasks, not indexes.
+        local = self._receiver is not None and self._receiver.coordinator is None
+        early = self._receiver.recent(task_id) if local and self._receiver else None
         return self._waits.join(task_id, index, policy, callback_url, early=early)
 
     # -- downloads ---------------------------------------------------------------------------

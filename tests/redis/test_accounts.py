@@ -182,3 +182,30 @@ def test_kept_callbacks_of_unknown_index_count_only_while_unambiguous() -> None:
     found = kept_callback(indexed + one + two, [b"0", b"1"], 1)
     assert found is not None
     assert found.result_urls == ("https://a/1.mp4",)
+
+
+async def test_a_callback_kept_for_one_index_never_ends_a_later_wait_for_another(
+    kie: FakeKie, clients: Factory, coordinators: Callable[..., RedisCoordinator]
+) -> None:
+    """Video 0's callback reached this process's receiver (another process waited for video 0);
+    a trusted wait for video 1 started here later polls for its own video."""
+    task = kie.add_task("later", ready_after=60.0, indices=2)
+    here = coordinators()
+    receiver = veo4k.CallbackReceiver(token="tok", coordinator=here)
+    local = clients(here, callbacks=receiver, callback_url="https://app.example/cb",
+                    trust_callback_urls=True)  # fmt: skip
+    sent = asyncio.Event()
+    elsewhere = asyncio.ensure_future(
+        clients(coordinators(), trust_callback_urls=True).wait_for_4k(
+            "later", 0, poll_policy=SLOW, on_update=lambda e: sent.set()
+        )
+    )
+    await sent.wait()
+    task.ready_after = 0.0
+    await deliver(kie, receiver, "later", 0)
+    assert (await asyncio.wait_for(elsewhere, 10)).video_url == kie.result_url("later", 0)
+    mine = await local.wait_for_4k("later", 1, poll_policy=veo4k.PollPolicy(
+        first_delay=0.01, first_delay_jitter=0.0, wait_initial=0.01, wait_max=0.01, timeout=10.0,
+    ))  # fmt: skip
+    assert mine.video_url == kie.result_url("later", 1)
+    await receiver.aclose()
