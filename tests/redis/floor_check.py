@@ -43,8 +43,9 @@ async def main(url: str) -> dict[str, object]:
             await one.subscribed()
             await two.subscribed()
             first = asyncio.ensure_future(polling.wait_for_4k("floor-task"))
-            while kie.posts("floor-task") == 0:  # noqa: ASYNC110  (bounded by the wait below)
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):  # the first client holds the lease now
+                while kie.posts("floor-task") == 0:  # noqa: ASYNC110  (bounded poll, no event)
+                    await asyncio.sleep(0.01)
             followed = await asyncio.wait_for(
                 following.wait_for_4k("floor-task", poll_policy=SLOW), 10
             )
