@@ -17,13 +17,8 @@ from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
 
 from ._server import RedisServer, free_port
+from ._util import submitted
 from .conftest import Factory
-
-SLOW = veo4k.PollPolicy(
-    first_delay=30.0, first_delay_jitter=0.0, wait_initial=30.0, wait_max=30.0,
-    wait_jitter=0.0, timeout=20.0,
-)  # fmt: skip
-"""After the submission, nothing for 30 s: only a callback ends a wait sooner."""
 
 
 async def test_two_keys_in_one_namespace_share_no_result_and_no_budget(
@@ -80,16 +75,10 @@ async def test_a_trusted_callback_never_ends_another_index_in_another_process(
     task = kie.add_task("multi", ready_after=60.0, indices=2)
     receiving = coordinators()
     receiver = veo4k.CallbackReceiver(token="tok", coordinator=receiving)
-    sent = [asyncio.Event(), asyncio.Event()]
     waits = [
-        asyncio.ensure_future(
-            clients(coordinators(), trust_callback_urls=True).wait_for_4k(
-                "multi", index, poll_policy=SLOW, on_update=lambda e, i=index: sent[i].set()
-            )
-        )
+        await submitted(clients(coordinators(), trust_callback_urls=True), "multi", index)
         for index in (0, 1)
-    ]
-    await asyncio.gather(*(event.wait() for event in sent))  # both submitted, both claimed
+    ]  # both submitted, both claimed
     task.ready_after = 0.0  # both videos are ready now; Kie calls back for video 0 first
     await deliver(kie, receiver, "multi", 0)
     video0, video1 = await asyncio.wait_for(asyncio.gather(*waits), 10)
@@ -112,13 +101,7 @@ async def test_a_callback_for_the_one_index_waited_for_ends_it_in_any_process(
     and ends the trusted wait in another process (one request), and a later wait at once."""
     task = kie.add_task("one", ready_after=60.0, indices=2)
     receiver = veo4k.CallbackReceiver(token="tok", coordinator=coordinators())
-    sent = asyncio.Event()
-    wait = asyncio.ensure_future(
-        clients(coordinators(), trust_callback_urls=True).wait_for_4k(
-            "one", 1, poll_policy=SLOW, on_update=lambda e: sent.set()
-        )
-    )
-    await sent.wait()
+    wait = await submitted(clients(coordinators(), trust_callback_urls=True), "one", 1)
     task.ready_after = 0.0
     await deliver(kie, receiver, "one", 1)
     result = await asyncio.wait_for(wait, 10)
@@ -194,13 +177,7 @@ async def test_a_callback_kept_for_one_index_never_ends_a_later_wait_for_another
     receiver = veo4k.CallbackReceiver(token="tok", coordinator=here)
     local = clients(here, callbacks=receiver, callback_url="https://app.example/cb",
                     trust_callback_urls=True)  # fmt: skip
-    sent = asyncio.Event()
-    elsewhere = asyncio.ensure_future(
-        clients(coordinators(), trust_callback_urls=True).wait_for_4k(
-            "later", 0, poll_policy=SLOW, on_update=lambda e: sent.set()
-        )
-    )
-    await sent.wait()
+    elsewhere = await submitted(clients(coordinators(), trust_callback_urls=True), "later")
     task.ready_after = 0.0
     await deliver(kie, receiver, "later", 0)
     assert (await asyncio.wait_for(elsewhere, 10)).video_url == kie.result_url("later", 0)

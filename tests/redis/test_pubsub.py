@@ -18,14 +18,8 @@ from veo4k.testing import FakeKie
 
 from ._proxy import Proxy
 from ._server import RedisServer
-from ._util import eventually
+from ._util import SLOW, eventually, submitted
 from .conftest import Factory
-
-SLOW = veo4k.PollPolicy(
-    first_delay=30.0, first_delay_jitter=0.0, wait_initial=30.0, wait_max=30.0,
-    wait_jitter=0.0, timeout=20.0,
-)  # fmt: skip
-"""One request at once, then nothing for 30 s: only a shared result ends the wait sooner."""
 
 FAST_CHECKS = {"timeout": 0.3, "retry_interval": 0.2, "health_check_interval": 0.3}
 
@@ -45,16 +39,6 @@ def ready(task_id: str) -> veo4k.FourKStatus:
     )
 
 
-async def waiting(client: veo4k.Veo4kClient, task_id: str) -> asyncio.Future[veo4k.FourKResult]:
-    """A wait that has sent its one request and now sleeps 30 s until its next poll."""
-    sent = asyncio.Event()
-    wait = asyncio.ensure_future(
-        client.wait_for_4k(task_id, poll_policy=SLOW, on_update=lambda e: sent.set())
-    )
-    await sent.wait()
-    return wait
-
-
 async def test_a_half_open_subscription_is_replaced_and_the_gap_caught_up(
     proxy: Proxy, kie: FakeKie, clients: Factory,
     coordinators: Callable[..., RedisCoordinator], caplog: pytest.LogCaptureFixture,
@@ -68,7 +52,7 @@ async def test_a_half_open_subscription_is_replaced_and_the_gap_caught_up(
     elsewhere.bind_key(ApiKey(kie.api_key))  # a process of the same account
     client = clients(here)
     await here.subscribed()
-    wait = await waiting(client, "gap")
+    wait = await submitted(client, "gap")
     assert proxy.blackhole_pubsub() == 1
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -96,7 +80,7 @@ async def test_a_killed_subscription_catches_up_without_falling_back(
     elsewhere.bind_key(ApiKey(kie.api_key))
     client = clients(here)
     await here.subscribed()
-    wait = await waiting(client, "killed")
+    wait = await submitted(client, "killed")
     admin = aioredis.Redis.from_url(redis_server.url)
     try:
         assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1

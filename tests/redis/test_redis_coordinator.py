@@ -16,13 +16,8 @@ from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
 
 from ._server import RedisServer, free_port
+from ._util import SLOW
 from .conftest import Factory
-
-SLOW = veo4k.PollPolicy(
-    first_delay=30.0, first_delay_jitter=0.0, wait_initial=30.0, wait_max=30.0,
-    wait_jitter=0.0, timeout=20.0,
-)  # fmt: skip
-"""After the first request, nothing for 30 s: only a callback or a shared result ends a wait."""
 
 
 async def test_same_task_is_one_request_stream_and_a_finished_one_costs_nothing(
