@@ -62,6 +62,9 @@ class CallbackEvent:
     received_at: datetime = attrs.field(factory=lambda: datetime.now(UTC))
     duplicate: bool = False
     """An earlier delivery of the same task and outcome was already dispatched."""
+    index: int | None = None
+    """The video index this callback is for, when known: Kie's callbacks name none, a
+    coordinator learns it from the waits of its namespace. None: unknown."""
 
     @property
     def unavailable(self) -> bool:

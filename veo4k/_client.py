@@ -116,6 +116,7 @@ class Veo4kClient:
         self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks
         self._coordinator = coordinator or LocalCoordinator()
         self._own_coordinator = coordinator is None
+        self._coordinator.bind_key(key)  # results and budgets are scoped to the key's account
         if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
             raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
         self._callbacks = callbacks
@@ -356,7 +357,10 @@ class Veo4kClient:
     def _join(
         self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
     ) -> SharedWait:
-        early = self._receiver.recent(task_id) if self._receiver else None
+        # A receiver that publishes to a shared coordinator: its claim hands over the callback
+        # kept for this index; the receiver's own memory knows tasks, not indexes.
+        local = self._receiver is not None and self._receiver.coordinator is None
+        early = self._receiver.recent(task_id) if local and self._receiver else None
         return self._waits.join(task_id, index, policy, callback_url, early=early)
 
     # -- downloads ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ._limiter import Limiter, Pacer
 from ._models import FourKStatus
 
 if TYPE_CHECKING:
+    from ._secret import ApiKey
     from ._transport import Counter, RetryHook
 
 __all__ = ["Claim", "ClaimedSubmit", "Coordinator", "Limiter", "LocalCoordinator", "OutcomeSink"]
@@ -47,7 +48,7 @@ class Claim:
     result: FourKStatus | None = None
     """A finished result already known: no request needed."""
     early: CallbackEvent | None = None
-    """A callback for the task that arrived before this wait (in any process)."""
+    """A callback for this task and index that arrived before this wait (in any process)."""
 
 
 class Coordinator(abc.ABC):
@@ -59,6 +60,12 @@ class Coordinator(abc.ABC):
 
     def __init__(self) -> None:
         self._sinks: list[OutcomeSink] = []
+
+    def bind_key(self, key: ApiKey) -> None:  # noqa: B027
+        """A client with this API key uses the coordinator (called before :meth:`limiter`).
+
+        A coordinator shared across processes scopes what it keeps to the key's account.
+        """
 
     @abc.abstractmethod
     def limiter(self, limit: RateLimit | None) -> Limiter:
@@ -163,7 +170,7 @@ class ClaimedSubmit:
         if claim.result is not None:
             return claim.result
         early = claim.early
-        if early is not None and early.ok and self._trust:
+        if early is not None and early.ok and self._trust and early.index == index:
             return FourKStatus(
                 task_id=task_id, index=index, ready=True, result_urls=early.result_urls,
                 image_urls=early.image_urls, msg=early.msg,

@@ -8,6 +8,8 @@ dicts in aiohttp's frames (shown by ``rich.traceback(show_locals=True)``, pytest
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -53,6 +55,12 @@ class ApiKey:
 
     def reveal(self) -> str:
         return self._value
+
+    def fingerprint(self, purpose: str) -> str:
+        """A name for this key that reveals nothing about it: the HMAC-SHA256 of ``purpose``
+        keyed with the key (salted per purpose, and no guess can be checked without the key),
+        64 bits in hex."""
+        return hmac.new(self._value.encode(), purpose.encode(), hashlib.sha256).hexdigest()[:16]
 
     def __repr__(self) -> str:
         return "<api key hidden>"

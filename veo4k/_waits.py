@@ -120,9 +120,10 @@ class WaitRegistry:
         self._ready.clear()
 
     def on_callback(self, event: CallbackEvent) -> None:
-        """Route a verified callback to the loops of its task."""
+        """Route a verified callback to the loops of its task (of its index, when known)."""
         for shared in list(self._by_task.get(event.task_id, ())):
-            self._signal(shared, event)
+            if event.index is None or event.index == shared.index:
+                self._signal(shared, event)
 
     def on_result(self, status: FourKStatus) -> None:
         """A ready result seen by a poll elsewhere (another process): end its wait here."""
@@ -132,9 +133,10 @@ class WaitRegistry:
 
     def _signal(self, shared: SharedWait, event: CallbackEvent) -> None:
         # Trusted results end the wait; the rest trigger a confirming poll (the body is not
-        # signed, only the task id and timestamp are). With several indices of one task
-        # waiting, a callback (which names no index) is always confirmed.
-        trusted = self._trust and len(self._by_task.get(event.task_id, ())) == 1
+        # signed, only the task id and timestamp are). A callback of unknown index, with
+        # several indices of one task waiting, is always confirmed.
+        alone = len(self._by_task.get(event.task_id, ())) == 1
+        trusted = self._trust and (event.index == shared.index or (event.index is None and alone))
         if trusted and event.ok:
             ready = FourKStatus(
                 task_id=event.task_id,

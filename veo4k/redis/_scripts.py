@@ -3,6 +3,11 @@
 Time is always Redis ``TIME`` (milliseconds), never a client clock: processes on machines
 whose clocks disagree still share one schedule. Numbers cross the Lua boundary as strings
 (Redis truncates Lua numbers to integers). Every key written gets a TTL.
+
+A lease holds a token unique to one claim (its owner's name and a random part): every script
+that extends, deletes or overwrites a lease checks it first, so a holder that lost its lease
+(its event loop stalled past the TTL, or a cancelled claim's late reply) never frees or
+extends the lease of the claim that took over.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ __all__ = [
     "PUBLISH_CALLBACK",
     "PUBLISH_RESULT",
     "RATE_LIMITED",
+    "READ_KEPT",
     "RELEASE",
     "RENEW",
     "SLOT",
@@ -72,25 +78,30 @@ return {cut, tostring(factor)}
 )
 
 CLAIM = """
--- May ARGV[1] poll this task? KEYS: result, lease, early callback. ARGV: owner, lease TTL (ms).
+-- May this claim poll the task? KEYS: result, lease, kept callbacks, indexes waited for.
+-- ARGV: lease token, lease TTL (ms), video index, TTL of the index record (ms).
+-- Returns {'result', value}, or {'granted' | 'held', indexes waited for, kept callbacks}.
 local res = redis.call('GET', KEYS[1])
 if res then return {'result', res} end
-local early = redis.call('GET', KEYS[3]) or ''
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+local kind = 'held'
 local holder = redis.call('GET', KEYS[2])
 if (not holder) or holder == ARGV[1] then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  return {'granted', early}
+  kind = 'granted'
 end
-return {'held', early}
+return {kind, redis.call('SMEMBERS', KEYS[4]), redis.call('HGETALL', KEYS[3])}
 """
 
 RELEASE = """
+-- KEYS: lease. ARGV: lease token.
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
 RENEW = """
--- Extend the leases still held. KEYS: leases. ARGV: lease TTL (ms), then one owner per key.
+-- Extend the leases still held. KEYS: leases. ARGV: lease TTL (ms), then one token per key.
 -- Returns the 1-based positions of the leases lost (expired or taken over).
 local lost = {}
 for i, key in ipairs(KEYS) do
@@ -104,14 +115,44 @@ return lost
 """
 
 PUBLISH_RESULT = """
--- KEYS: result, lease. ARGV: message, result TTL (ms), channel, result value.
+-- KEYS: result, lease. ARGV: message, result TTL (ms), channel, result value, lease token.
 redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
-redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
 return redis.call('PUBLISH', ARGV[3], ARGV[1])
 """
 
 PUBLISH_CALLBACK = """
--- KEYS: early callback. ARGV: message, TTL (ms), channel, value ('' = too large to keep).
-if ARGV[4] ~= '' then redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2]) end
-return redis.call('PUBLISH', ARGV[3], ARGV[1])
+-- KEYS: kept callbacks (a hash per task), indexes waited for.
+-- ARGV: video index ('' = unknown), field after the index, value ('' = too large to keep),
+-- TTL (ms), channel, the message up to its index, most callbacks kept per task.
+-- A callback of unknown index, for a task waited for at one index only, is that index's.
+-- Returns the index decided ('' = unknown).
+local index = ARGV[1]
+if index == '' then
+  local waited = redis.call('SMEMBERS', KEYS[2])
+  if #waited == 1 then index = waited[1] end
+end
+if ARGV[3] ~= '' then
+  local field = (index ~= '' and ('i' .. index) or 'u') .. ARGV[2]
+  if redis.call('HEXISTS', KEYS[1], field) == 1
+     or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[7]) then
+    redis.call('HSET', KEYS[1], field, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  end
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. (index ~= '' and index or 'null') .. '}')
+return index
+"""
+
+READ_KEPT = """
+-- What is kept for some waits (a catch-up after a resubscribe).
+-- KEYS: per wait, its result, its task's kept callbacks and indexes waited for.
+-- Returns per wait: result ('' if none), indexes waited for, kept callbacks.
+local out = {}
+for i = 1, #KEYS, 3 do
+  table.insert(out, redis.call('GET', KEYS[i]) or '')
+  table.insert(out, redis.call('SMEMBERS', KEYS[i + 2]))
+  table.insert(out, redis.call('HGETALL', KEYS[i + 1]))
+end
+return out
 """
