@@ -28,7 +28,15 @@ from ._args import (
     UsageError,
 )
 from ._batch import BatchOptions, TaskReport, run_batch
-from ._display import JsonLines, PlainLines, RichProgress, detach, plural, summary_table
+from ._display import (
+    JsonLines,
+    PlainLines,
+    RichProgress,
+    detach,
+    inert,
+    plural,
+    summary_table,
+)
 from ._inputs import read_tasks
 from ._journal import Journal, lock
 
@@ -126,7 +134,7 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     """Everything is checked before the lock, nothing is written before it is held."""
     tasks = read_tasks(args.tasks, args.from_file)
     for note in tasks.notes:
-        print(f"veo4k: note: {note}", file=err)
+        print(f"veo4k: note: {inert(note)}", file=err)
     server = _callback_server(args)
     # the URL opt-ins exist only on clients that offer them (flags are added the same way)
     opt_ins: dict[str, Any] = {name: True for name in OPT_INS if getattr(args, name, False)}

@@ -1,0 +1,95 @@
+"""The real ``veo4k`` command as a subprocess against a hostile Kie (issue 18): what a server
+sends stays inert on the terminal, bad input is one line and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sys
+import unicodedata
+
+import pytest
+
+from veo4k.testing import MARKUP_TEXT, FakeKie, Hostile, TaskOutcome
+
+FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
+PIPE = asyncio.subprocess.PIPE
+
+
+async def run(
+    kie: FakeKie | None, *argv: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``veo4k`` to the end: exit code, stdout, stderr (no traceback, ever)."""
+    base = {**os.environ, "COLUMNS": "200"}
+    if kie is not None:
+        base |= {"KIE_API_KEY": kie.api_key, "KIE_BASE_URL": kie.base_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "veo4k", *argv, env=base | (env or {}), stdout=PIPE, stderr=PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    assert "Traceback" not in out.decode() + err.decode(), err.decode()
+    return proc.returncode, out.decode(), err.decode()
+
+
+def assert_inert(text: str) -> None:
+    """No terminal control, no bidi or other format character, no markup taking effect."""
+    bad = {c for c in text if c not in "\n" and (not c.isprintable() and c not in "\t")}
+    assert not bad, sorted(hex(ord(c)) for c in bad)
+    assert not any(unicodedata.category(c) == "Cf" for c in text)
+    assert "[/bold]" in text  # shown as text, not taken as markup (nor crashing on it)
+    assert "[link=https://evil.example/pay]" in text
+
+
+async def test_server_text_is_shown_inert_in_the_summary_and_status(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A Kie message full of Rich markup, OSC/CSI escapes, C1 and bidi characters crashes
+    neither the summary nor ``veo4k status``, and reaches the terminal escaped; the journal
+    keeps it raw and every rerun shows it inert again."""
+    async with FakeKie(ready_after=0.0, hostile={Hostile.MARKUP}) as kie:
+        kie.add_task("veo_gone", outcome=TaskOutcome.UNAVAILABLE)
+        kie.add_task("veo_bad_source", outcome=TaskOutcome.SOURCE_FAILED)
+        for _ in range(2):  # the rerun replays the journaled message
+            code, out, err = await run(kie, "upscale", "veo_gone", "--out", str(tmp_path), *FAST)
+            assert code == 1
+            assert "4K unavailable" in out
+            assert_inert(out + err)
+            assert "\\x1b]0;pwned\\x07" in out  # escaped, visible
+        code, out, err = await run(kie, "status", "veo_bad_source")
+        assert code == 0
+        assert_inert(out + err)
+        assert "\\u202egnp.exe" in out
+    journal = (tmp_path / "veo4k-journal.sqlite").read_bytes()
+    assert MARKUP_TEXT.encode() in journal  # stored raw
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["--callback-url", "http://[::1"], {}, "--callback-url"),
+        ([], {"KIE_BASE_URL": "http://[::1"}, "KIE_BASE_URL"),
+        ([], {"KIE_API_KEY": "abc\x01def"}, "API key"),
+        ([], {"KIE_BASE_URL": "http://api.example.com"}, "https"),
+        ([], {"KIE_BASE_URL": "https://127.1"}, "canonical"),
+        ([], {"KIE_BASE_URL": "https://2130706433"}, "canonical"),
+        (["--callback-url", "https://0x7f.1/cb"], {}, "canonical"),
+        (["--listen", "[::1"], {}, "--listen"),
+        (["--out", "a\0b"], {}, "--out"),
+    ],
+)
+async def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: pathlib.Path, argv: list[str], env: dict[str, str], needle: str
+) -> None:
+    """Each bad option or environment value: one ``veo4k: error:`` line, exit 2, nothing
+    sent, no traceback, the secret never echoed."""
+    async with FakeKie() as kie:
+        args = ["upscale", "veo_a", "--out", str(tmp_path / "out"), *FAST, *argv]
+        code, _, err = await run(kie, *args, env=env)
+        assert code == 2, err
+        assert err.count("\n") == 1, err
+        assert err.startswith("veo4k: error: "), err
+        assert needle in err
+        assert "abc\x01def" not in err
+        assert kie.stats.requests.total() == 0
