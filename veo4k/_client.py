@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -58,6 +59,10 @@ class Veo4kClient:
     under load). Every request sends ``user_agent`` (default ``veo4k/<version> (+python
     aiohttp)``): Kie's edge (Cloudflare) blocks clients without a descriptive one.
 
+    Kie is called over https only: plain http only to a loopback ``base_url`` (a local fake)
+    or with ``allow_http=True``, else :class:`ConfigurationError` here, before any connection
+    (the key would cross the network in clear text).
+
     :meth:`download` fetches https URLs on public addresses only: ``allow_http`` and
     ``allow_private_hosts`` (loopback, private, link-local) opt in to more. When ``base_url`` is
     itself loopback (a local fake), loopback result URLs, http included, are allowed too.
@@ -96,6 +101,13 @@ class Veo4kClient:
         self._base_url = check.base_url(
             base_url if base_url is not None else os.environ.get("KIE_BASE_URL", DEFAULT_BASE_URL)
         )
+        if urlsplit(self._base_url).scheme == "http" and not (
+            allow_http or is_loopback_url(self._base_url)
+        ):
+            raise ConfigurationError(
+                "base_url is plain http: the API key would cross the network in clear text; "
+                "use https, a loopback address (a local fake), or allow_http=True"
+            )
         self._request_timeout = check.positive_seconds(request_timeout, "request_timeout")
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")

@@ -46,9 +46,11 @@ class ApiKey:
             raise ConfigurationError(
                 "no API key: pass api_key=... or set the KIE_API_KEY environment variable"
             )
-        if any(c.isspace() for c in text):
+        if not all("!" <= c <= "~" for c in text):  # a header value: visible ASCII only
             text = ""
-            raise ConfigurationError("api_key must not contain whitespace")
+            raise ConfigurationError(
+                "api_key must be printable ASCII, without whitespace or control characters"
+            )
         return cls(text)
 
     def reveal(self) -> str:

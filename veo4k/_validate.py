@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
+from ._urls import canonical_host
 
 __all__ = [
     "TASK_ID_RULE",
@@ -71,9 +72,18 @@ def index(value: object, name: str = "index") -> int:
 def _http_url(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value.strip())
+        host, scheme = parts.hostname, parts.scheme
+        _ = parts.port  # a port that is no number raises here, not at the first request
+    except ValueError:  # 'http://[::1' and the like
+        host = scheme = None
+    if scheme not in ("http", "https") or not host:
         raise ConfigurationError(f"{name} must be an http(s) URL with a host, got {value!r}")
+    try:
+        canonical_host(host)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
     return value.strip()
 
 

@@ -119,6 +119,9 @@ def main(
             message = "no API key: set the KIE_API_KEY environment variable"
         elif "base_url" in message:
             message = message.replace("base_url", "KIE_BASE_URL")
+            message = message.replace("allow_http=True", "--allow-http")
+        elif message.startswith("api_key"):
+            message = "KIE_API_KEY" + message.removeprefix("api_key")
         _error(err, message)
         return EXIT_USAGE
     except Veo4kError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import pathlib
 import signal
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 import attrs
 from rich.console import Console
 
+from .. import _validate as check
 from .._callback_server import CallbackServer
 from .._client import Veo4kClient
 from .._config import PollPolicy, RateLimit
@@ -71,17 +73,40 @@ def _rate_limit(text: str) -> RateLimit:
 
 def _listen(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535 or (not host and ":" not in text):
-        raise UsageError(f"bad --listen {text!r}: expected HOST:PORT with PORT 0-65535")
-    return host.strip("[]") if host != "[::]" else "::", int(port)
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (
+        not port.isdigit()
+        or not 0 <= int(port) <= 65535
+        or (not host and ":" not in text)
+        or "[" in inner
+        or "]" in inner
+        or (":" in inner and not _is_ipv6(inner))
+        or any(not c.isprintable() or c.isspace() for c in inner)
+    ):
+        raise UsageError(
+            f"bad --listen {text!r}: expected HOST:PORT with PORT 0-65535 ([IPv6]:PORT)"
+        )
+    return inner, int(port)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _callback_server(args: argparse.Namespace) -> CallbackServer | None:
     if args.callback_url is not None:
         url = args.callback_url.strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"bad --callback-url {url!r}: expected an http(s) URL with a host")
+        try:
+            check.callback_url(url, "--callback-url")
+        except ConfigurationError as exc:
+            detail = (
+                str(exc).partition("--callback-url: ")[2] or "expected an http(s) URL with a host"
+            )
+            raise UsageError(f"bad --callback-url {url!r}: {detail}") from None
     if not args.listen:
         return None
     host, port = _listen(args.listen)

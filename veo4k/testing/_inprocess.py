@@ -140,7 +140,9 @@ class _Responder(Protocol):
     ) -> tuple[int, bytes, dict[str, str]]: ...
 
 
-SIMULATED_BASE_URL = "http://kie.simulated"
+SIMULATED_BASE_URL = "http://127.0.0.1:9"
+"""Loopback (the discard port, where nothing answers): a client sends its key over plain http
+only to loopback, and an InProcessSession never opens a socket for it anyway."""
 SIMULATED_FILE_BASE_URL = "http://files.kie.simulated"
 
 

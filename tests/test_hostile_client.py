@@ -1,0 +1,86 @@
+"""The library against a hostile Kie and hostile addresses (issue 18): the key never goes out
+in clear text, odd hosts fail at once, deep answers and bad files never crash a wait."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+
+import pytest
+
+import veo4k
+from veo4k._urls import HostPolicy, HostRefused
+from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie, Hostile
+
+from .conftest import ClientFactory
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://api.example.com", "HTTP://api.kie.ai", "http://10.0.0.5:8080"]
+)
+def test_plain_http_to_kie_is_refused_before_any_connection(base_url: str) -> None:
+    """The key never crosses the network in clear text: plain http is a ConfigurationError
+    at construction, unless the base URL is loopback or allow_http=True says so."""
+    with pytest.raises(veo4k.ConfigurationError, match="plain http"):
+        veo4k.Veo4kClient("k", base_url=base_url)
+    assert veo4k.Veo4kClient("k", base_url=base_url, allow_http=True).base_url
+    for local in ("http://127.0.0.1:8080", "http://localhost:9", "http://[::1]:8080"):
+        assert veo4k.Veo4kClient("k", base_url=local).base_url == local
+    assert veo4k.Veo4kClient("k", base_url="https://api.example.com").base_url
+
+
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f.0.0.1", "0177.0.0.1", "1.2.3.4."])
+async def test_non_canonical_ipv4_hosts_fail_at_once(
+    host: str, make_client: ClientFactory, tmp_path: pathlib.Path
+) -> None:
+    """A non-canonical IPv4 host is a typed error at once wherever a URL is taken: base_url,
+    callback_url, a download URL, a download's redirect target."""
+    with pytest.raises(veo4k.ConfigurationError, match="canonical"):
+        veo4k.Veo4kClient("k", base_url=f"https://{host}")
+    client = make_client()
+    with pytest.raises(veo4k.ConfigurationError, match="canonical"):
+        await client.wait_for_4k("veo_1", callback_url=f"https://{host}/cb")
+    with pytest.raises(veo4k.ConfigurationError, match="canonical"):
+        await client.download(f"https://{host}/v.mp4", tmp_path / "v.mp4")
+    with pytest.raises(HostRefused, match="canonical"):
+        HostPolicy(allow_private=True, allow_http=True).check(f"http://{host}/v.mp4")
+
+
+async def test_result_urls_with_a_non_canonical_host_end_the_wait_at_once() -> None:
+    """A hostile Kie answering with ``http://2130706433:PORT/...`` URLs ends the wait at once
+    with a final TransportError, not after its deadline of retries."""
+    async with FakeKie(ready_after=0.0, hostile={Hostile.NONCANONICAL_HOST}) as kie:
+        client = veo4k.Veo4kClient(
+            kie.api_key, base_url=kie.base_url, poll_policy=FAST_POLICY,
+            retry_policy=FAST_RETRY, rate_limit=None, allow_private_hosts=True,
+        )  # fmt: skip
+        async with client:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(veo4k.TransportError, match="canonical") as info:
+                await client.wait_for_4k("veo_1", timeout=5)
+            assert loop.time() - started < 1.0
+            assert not veo4k.is_transient(info.value)
+            assert kie.posts("veo_1") == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "embedded"),
+    [
+        ("64:ff9b::7f00:1", "127.0.0.1"),  # NAT64
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+        ("2002:7f00:1::", "127.0.0.1"),  # 6to4
+        ("2002:a00:1::", "10.0.0.1"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),  # IPv4-mapped
+        ("::7f00:1", "127.0.0.1"),  # IPv4-compatible (deprecated)
+        ("64:ff9b:1::808:808", "local-use NAT64"),
+    ],
+)
+def test_ipv6_embedding_ipv4_is_judged_by_the_ipv4(host: str, embedded: str) -> None:
+    """NAT64, 6to4, mapped and compatible IPv6 reach their embedded IPv4: a private or
+    loopback one is refused like the IPv4 literal; a public one is allowed."""
+    with pytest.raises(OSError, match="loopback, private or link-local"):
+        HostPolicy().check(f"https://[{host}]/v.mp4")
+    HostPolicy(allow_private=True).check(f"https://[{host}]/v.mp4")
+    for public in ("64:ff9b::808:808", "2002:808:808::", "2001:4860::1"):
+        HostPolicy().check(f"https://[{public}]/v.mp4")
