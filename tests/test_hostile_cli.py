@@ -4,8 +4,10 @@ sends stays inert on the terminal, bad input is one line and an exit code, never
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
+import sqlite3
 import sys
 import unicodedata
 
@@ -92,3 +94,52 @@ async def test_bad_input_is_one_line_and_exit_2(
         assert needle in err
         assert "abc\x01def" not in err
         assert kie.stats.requests.total() == 0
+
+
+async def test_deep_json_answers_do_not_stop_the_batch(tmp_path: pathlib.Path) -> None:
+    """Answers nested 900 levels deep (with a JSON escape, so the key scrub walks them) used
+    to end the whole batch with a RecursionError traceback; now every task finishes."""
+    async with FakeKie(ready_after=0.0, hostile={Hostile.DEEP_JSON}) as kie:
+        argv = ["upscale", "veo_a", "veo_b", "--out", str(tmp_path), "--json", *FAST]
+        code, out, _ = await run(kie, *argv)
+    assert code == 0
+    last = json.loads(out.splitlines()[-1])
+    assert last["counts"]["downloaded"] == 2
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    ["urls='not json'", "urls='{\"a\": 1}'", "state='exploded'", "size='big'", "task_id='../x'"],
+)
+async def test_a_corrupt_journal_cell_is_exit_4_in_one_line(
+    tmp_path: pathlib.Path, corruption: str
+) -> None:
+    """A journal cell veo4k never writes (not JSON, a wrong type, an unknown state, an id
+    that breaks the rule) is one line and exit 4 on the rerun, never a traceback."""
+    async with FakeKie(ready_after=0.0) as kie:
+        assert (await run(kie, "upscale", "veo_a", "--out", str(tmp_path), *FAST))[0] == 0
+        with sqlite3.connect(tmp_path / "veo4k-journal.sqlite") as db:
+            db.execute(f"UPDATE tasks SET {corruption}")
+        code, out, err = await run(kie, "upscale", "veo_a", "--out", str(tmp_path), *FAST)
+    assert code == 4
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "corrupt row" in err
+
+
+async def test_task_ids_differing_only_in_case_are_refused_before_sending(
+    tmp_path: pathlib.Path,
+) -> None:
+    """``veo_ABC`` and ``veo_abc`` would write one file on macOS or Windows: refused in one
+    line each (exit 2, nothing sent), in one list and against the folder's journal."""
+    async with FakeKie(ready_after=0.0) as kie:
+        code, _, err = await run(kie, "upscale", "veo_ABC", "veo_abc", "--out", str(tmp_path))
+        assert code == 2
+        assert err.count("\n") == 1
+        assert "differ only in case" in err
+        assert kie.stats.requests.total() == 0
+        assert (await run(kie, "upscale", "veo_Abc", "--out", str(tmp_path), *FAST))[0] == 0
+        code, _, err = await run(kie, "upscale", "veo_abC", "--out", str(tmp_path), *FAST)
+        assert code == 2
+        assert "veo_abC:0 and veo_Abc:0 (in the journal) differ only in case" in err
+        assert kie.posts("veo_abC") == 0

@@ -49,7 +49,8 @@ MARKUP_TEXT = (
 )
 """What :attr:`Hostile.MARKUP` puts before every message a terminal may show."""
 
-DEEP_LEVELS = 1000
+DEEP_LEVELS = 900
+"""Deep enough to break a recursive walk, shallow enough for json.loads to parse it."""
 NONCANONICAL_LOOPBACK = "2130706433"
 """127.0.0.1 written as one number: resolvers accept it, URL parsers disagree about it."""
 BOMB_BYTES = 64 * 1024**2
