@@ -25,6 +25,8 @@ from typing import Self
 
 import attrs
 
+from .. import _validate as check
+
 try:  # POSIX; on Windows the journal is used without the one-run guard
     import fcntl
 except ImportError:  # pragma: no cover - depends on the platform
@@ -119,6 +121,34 @@ def lock(journal: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+_STATES = frozenset({State.QUEUED, State.SUBMITTED, State.DONE, State.DOWNLOADED, State.FAILED})
+
+
+def _entry(row: tuple[object, ...]) -> Entry | None:
+    """A row as an Entry, or None if any cell is not what veo4k writes (a hand-edited or
+    damaged file): the journal is then refused as a whole, never half-trusted."""
+    task_id, index, state, urls, error, path, size, kind = row
+    try:
+        url_list = json.loads(urls) if isinstance(urls, str) else None
+    except ValueError:
+        return None
+    if (
+        not check.is_task_id(task_id)
+        or isinstance(index, bool)
+        or not isinstance(index, int)
+        or state not in _STATES
+        or not isinstance(url_list, list)
+        or not all(isinstance(u, str) for u in url_list)
+        or not all(isinstance(v, str) for v in (error, path, kind))
+        or isinstance(size, bool)
+        or not isinstance(size, int)
+    ):
+        return None
+    assert isinstance(task_id, str)  # for mypy: checked just above
+    return Entry(task_id, index, str(state), tuple(url_list), str(error), str(path), size,
+                 str(kind))  # fmt: skip
+
+
 class Journal:
     """A SQLite file (WAL mode) recording each task's transitions; safe across crashes."""
 
@@ -175,12 +205,22 @@ class Journal:
 
     def entries(self) -> dict[tuple[str, int], Entry]:
         """Every task's last state."""
-        rows = self._db.execute(
-            "SELECT task_id, idx, state, urls, error, path, size, kind FROM tasks"
-        ).fetchall()
-        return {
-            (r[0], r[1]): Entry(r[0], r[1], r[2], tuple(json.loads(r[3])), *r[4:]) for r in rows
-        }
+        try:
+            rows = self._db.execute(
+                "SELECT task_id, idx, state, urls, error, path, size, kind FROM tasks"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}") from None
+        entries = {}
+        for row in rows:
+            entry = _entry(row)
+            if entry is None:
+                raise JournalError(
+                    f"{self.path} has a corrupt row (task {str(row[0])[:80]!r}); move the "
+                    "journal away to start over"
+                )
+            entries[(entry.task_id, entry.index)] = entry
+        return entries
 
     def enqueue(self, pairs: Iterable[tuple[str, int]]) -> None:
         """Record new tasks as queued; tasks already known keep their state."""

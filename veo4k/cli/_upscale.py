@@ -39,7 +39,7 @@ from ._display import (
     plural,
     summary_table,
 )
-from ._inputs import read_tasks
+from ._inputs import InputError, case_clashes, read_tasks
 from ._journal import Journal, lock
 
 __all__ = ["prepare_out", "run_upscale"]
@@ -197,6 +197,9 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
                                  f"{exc.strerror or exc}") from None  # fmt: skip
             stack.push_async_callback(server.close)
         with Journal(journal_path) as journal:
+            clashes = case_clashes(tasks.pairs, journal.entries())
+            if clashes:
+                raise InputError(clashes)
             return await _run(client, server, tasks.pairs, journal, options, args.json, out, err)
 
 
