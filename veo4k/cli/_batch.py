@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import os
 import pathlib
 import re
+import stat
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -222,7 +224,8 @@ class _Run:
         # a task whose 4K is known failed only its download: a rerun may fix that
         kind = classify(exc) if result is None else Kind.RETRYABLE
         reason = describe(exc)
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE and not self.disk_full:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__  # download(): the cause
+        if isinstance(cause, OSError) and cause.errno in _NO_SPACE and not self.disk_full:
             self.disk_full = reason
         if result is None:
             self.journal.record(task_id, index, State.FAILED, error=reason, kind=kind)
@@ -237,8 +240,10 @@ class _Run:
         if self.disk_full:
             raise OSError(errno.ENOSPC, "not started: the disk is full", str(dest))
         # a file already there (a run killed between rename and journal, or truncated by
-        # someone) is fetched again: the size of a good one is not known until the host says
-        path = await self.client.download(result, dest, overwrite=True)
+        # someone) is fetched again: the size of a good one is not known until the host says.
+        # The folder is given, not the file: a folder in the way of the file is then an
+        # error (EISDIR), not a place to write into.
+        path = await self.client.download(result, f"{dest.parent}{os.sep}", overwrite=True)
         return path, path.stat().st_size
 
     async def _wait(self, task_id: str, index: int) -> FourKResult:
@@ -277,7 +282,7 @@ class _Run:
 def _intact(path: pathlib.Path, size: int | None) -> bool:
     """The file is there, non-empty, and as long as journaled (when known)."""
     try:
-        actual = path.stat().st_size
+        st = path.stat()
     except OSError:
         return False
-    return actual > 0 and (size is None or actual == size)
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0 and (size is None or st.st_size == size)
