@@ -143,3 +143,36 @@ async def test_task_ids_differing_only_in_case_are_refused_before_sending(
         assert code == 2
         assert "veo_abC:0 and veo_Abc:0 (in the journal) differ only in case" in err
         assert kie.posts("veo_abC") == 0
+
+
+async def test_symlinks_planted_in_out_are_never_written_through(tmp_path: pathlib.Path) -> None:
+    """A symlink at the write probe's old name, at the lock or at the journal (or its WAL)
+    never makes veo4k create, truncate or write a file outside ``--out``: the probe uses a
+    fresh name (O_EXCL), the lock and the journal are opened with O_NOFOLLOW and refused
+    (exit 2 and 4, one line)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "precious.txt"
+    victim.write_bytes(b"precious")
+    async with FakeKie(ready_after=0.0) as kie:
+        out = tmp_path / "probe"
+        out.mkdir()
+        (out / ".veo4k-write-test").symlink_to(victim)
+        assert (await run(kie, "upscale", "veo_a", "--out", str(out), *FAST))[0] == 0
+        assert victim.read_bytes() == b"precious"
+        cases = [
+            ("lock", "veo4k-journal.sqlite.lock", 2),
+            ("journal", "veo4k-journal.sqlite", 4),
+            ("wal", "veo4k-journal.sqlite-wal", 4),
+        ]
+        for folder, name, expected in cases:
+            out = tmp_path / folder
+            out.mkdir()
+            (out / name).symlink_to(outside / f"made-by-veo4k-{folder}")
+            code, _, err = await run(kie, "upscale", "veo_b", "--out", str(out), *FAST)
+            assert code == expected, err
+            assert err.count("\n") == 1
+            assert "is a symlink; refusing to write through it" in err
+        assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
+        assert victim.read_bytes() == b"precious"
+        assert kie.posts("veo_b") == 0

@@ -14,9 +14,11 @@ releases when the process dies, even by ``kill -9``, so a stale lock cannot exis
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -31,6 +33,9 @@ try:  # POSIX; on Windows the journal is used without the one-run guard
     import fcntl
 except ImportError:  # pragma: no cover - depends on the platform
     fcntl = None  # type: ignore[assignment]  # reason: optional platform module
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO planted there must not block the open
 
 __all__ = [
     "SCHEMA_VERSION", "Entry", "Journal", "JournalError", "JournalLocked", "Kind", "State", "lock",
@@ -109,8 +114,10 @@ def lock(journal: Path) -> Iterator[None]:
     ``kill -9`` leaves no stale lock to clean up. The stdlib suffices, so no dependency.
     """
     path = journal.with_name(journal.name + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,6 +126,36 @@ def lock(journal: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _own_file(path: Path) -> tuple[int, int]:
+    """Open (or create) the journal ourselves first, never through a symlink, and refuse a
+    symlink at SQLite's companion files (``-wal``, ``-shm``, ``-journal``): SQLite follows
+    links. Returns the file's (device, inode) to compare with what SQLite opened."""
+    for companion in ("-wal", "-shm", "-journal"):
+        if os.path.islink(f"{path}{companion}"):
+            raise JournalError(f"{path}{companion} is a symlink; refusing to write through it")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise JournalError(f"{path} is a symlink; refusing to write through it") from None
+        raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from None
+    try:  # closed before SQLite opens it: closing a descriptor drops a process's POSIX locks
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise JournalError(f"{path} is not a regular file")
+    return st.st_dev, st.st_ino
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 _STATES = frozenset({State.QUEUED, State.SUBMITTED, State.DONE, State.DOWNLOADED, State.FAILED})
@@ -154,10 +191,14 @@ class Journal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        made = _own_file(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from None
+        if _identity(self.path) != made:  # swapped between our open and SQLite's
+            self._db.close()
+            raise JournalError(f"{self.path} changed while it was opened; try again")
         try:
             self._open()
         except sqlite3.DatabaseError as exc:

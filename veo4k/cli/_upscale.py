@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import os
 import pathlib
 import signal
+import tempfile
 from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -137,15 +140,20 @@ def _hold(stack: contextlib.AsyncExitStack, journal: pathlib.Path) -> None:
     try:
         stack.enter_context(lock(journal))
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink planted there
+            raise UsageError(f"{exc.filename} is a symlink; refusing to write through it") from None
         raise UsageError(f"cannot write in {journal.parent}: {exc.strerror or exc}") from None
 
 
 def _probe(folder: pathlib.Path) -> None:
-    """Write and remove a small file: a read-only folder is refused before anything is sent."""
-    probe = folder / ".veo4k-write-test"
+    """Create and remove a file: a read-only folder is refused before anything is sent.
+
+    ``mkstemp`` makes a new name with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a symlink planted in
+    the folder is never followed, and no file of anyone else is truncated."""
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, name = tempfile.mkstemp(prefix=".veo4k-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
     except OSError as exc:
         raise UsageError(f"cannot write in {folder}: {exc.strerror or exc}") from None
 
