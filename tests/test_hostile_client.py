@@ -7,6 +7,7 @@ import asyncio
 import pathlib
 
 import pytest
+from aiohttp import web
 
 import veo4k
 from veo4k._urls import HostPolicy, HostRefused
@@ -84,3 +85,38 @@ def test_ipv6_embedding_ipv4_is_judged_by_the_ipv4(host: str, embedded: str) -> 
     HostPolicy(allow_private=True).check(f"https://[{host}]/v.mp4")
     for public in ("64:ff9b::808:808", "2002:808:808::", "2001:4860::1"):
         HostPolicy().check(f"https://[{public}]/v.mp4")
+
+
+async def test_receiver_token_is_added_beside_an_access_token(
+    make_client: ClientFactory,
+) -> None:
+    """A callback URL whose query holds ``access_token=`` (the app's own) still gets the
+    receiver's ``token=``: Kie's callback is accepted, not refused with 401. A ``token=`` that
+    is not the receiver's is a ConfigurationError at once."""
+    receiver = veo4k.CallbackReceiver(token="receiver-token")
+    got = asyncio.Event()
+    receiver.add_handler(lambda event: got.set())
+    app = web.Application()
+    app.router.add_post("/cb", receiver.aiohttp_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/cb?access_token=abc"
+    try:
+        async with FakeKie(ready_after=0.05) as kie:
+            client = make_client(
+                base_url=kie.base_url, api_key=kie.api_key, callbacks=receiver, callback_url=url
+            )
+            await client.wait_for_4k("veo_1")
+            async with asyncio.timeout(5):
+                await got.wait()
+        assert (receiver.received, receiver.rejected) == (1, 0)
+    finally:
+        await receiver.aclose()
+        await runner.cleanup()
+    with pytest.raises(veo4k.ConfigurationError, match="not the receiver's"):
+        veo4k.Veo4kClient("k", callbacks=receiver, callback_url=url + "&token=other")
+    with pytest.raises(veo4k.ConfigurationError, match="not the receiver's"):
+        veo4k.CallbackServer(receiver, public_url="https://me.example/cb?token=other")
+    assert veo4k.Veo4kClient("k", callbacks=receiver, callback_url=url + "&token=receiver-token")

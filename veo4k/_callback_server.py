@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -27,9 +27,19 @@ __all__ = ["CallbackServer", "with_token"]
 
 
 def with_token(url: str, token: str) -> str:
-    """``url`` with ``token=`` added to its query (unless it already has one)."""
+    """``url`` with the receiver's ``token=`` added to its query, unless it is already there.
+
+    Only a parameter named exactly ``token`` counts (``access_token=`` is the app's own). A
+    ``token=`` with another value is a :class:`ConfigurationError`: the receiver reads the
+    first one, so every callback would be refused."""
     parts = urlsplit(url)
-    if "token=" in parts.query:
+    found = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "token"]
+    if found:
+        if found != [token]:
+            raise ConfigurationError(
+                "the callback URL carries a token= parameter that is not the receiver's "
+                "token (every callback would be refused); leave it out, veo4k adds it"
+            )
         return url
     query = "&".join(q for q in (parts.query, urlencode({"token": token})) if q)
     return urlunsplit(parts._replace(query=query))
@@ -157,6 +167,8 @@ class CallbackServer:
             self.receiver.coordinator = coordinator
         self.host, self.port, self.path = host, port, path
         self._public_url = check.callback_url(public_url, "public_url")
+        if self._public_url is not None:
+            with_token(self._public_url, self.receiver.token)  # a foreign token= fails here
         self.header_timeout = check.positive_seconds(header_timeout, "header_timeout", maximum=300)
         self.body_timeout = check.positive_seconds(body_timeout, "body_timeout", maximum=300)
         self.keepalive_timeout = check.positive_seconds(
@@ -192,9 +204,7 @@ class CallbackServer:
             base = f"http://{self.host}:{self.port}{self.path}"
         else:
             raise ClientStateError("CallbackServer has no URL before it is started")
-        parts = urlsplit(base)
-        query = "&".join(q for q in (parts.query, urlencode({"token": self.receiver.token})) if q)
-        return urlunsplit(parts._replace(query=query))
+        return with_token(base, self.receiver.token)
 
     async def __aenter__(self) -> Self:
         await self.start()

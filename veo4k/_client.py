@@ -123,6 +123,8 @@ class Veo4kClient:
         self._callback_url = check.callback_url(callback_url)
         if isinstance(callbacks, CallbackReceiver) and self._callback_url is None:
             raise ConfigurationError("callbacks=CallbackReceiver(...) needs callback_url=...")
+        if isinstance(callbacks, CallbackReceiver) and self._callback_url is not None:
+            with_token(self._callback_url, callbacks.token)  # a foreign token= fails here
         if coordinator is not None and not isinstance(coordinator, Coordinator):
             raise ConfigurationError("coordinator must be a veo4k coordinator (RedisCoordinator)")
         self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks
