@@ -120,3 +120,14 @@ async def test_receiver_token_is_added_beside_an_access_token(
     with pytest.raises(veo4k.ConfigurationError, match="not the receiver's"):
         veo4k.CallbackServer(receiver, public_url="https://me.example/cb?token=other")
     assert veo4k.Veo4kClient("k", callbacks=receiver, callback_url=url + "&token=receiver-token")
+
+
+async def test_a_flood_of_response_headers_is_refused(make_client: ClientFactory) -> None:
+    """An API answer with 1,000 headers of 8 KB is refused by the client's parser (aiohttp
+    3.13.4 caps response headers; 3.13.3 read them all: the reason for the version floor)."""
+    async with FakeKie(hostile={Hostile.HEADER_FLOOD}) as kie:
+        client = make_client(
+            base_url=kie.base_url, api_key=kie.api_key, retry_policy=veo4k.RetryPolicy(attempts=1)
+        )
+        with pytest.raises(veo4k.TransportError, match="Too many headers"):
+            await client.request_4k("veo_1")

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ._delivery import CallbackSenderMixin, FileHostMixin
 from ._faults import EDGE_BLOCK_BODY, Fault, FaultKind, answer_fault, random_fault
-from ._hostile import MARKUP_TEXT, Hostile, deep_value
+from ._hostile import MARKUP_TEXT, Hostile, deep_value, flood_headers
 from ._inprocess import InProcessMixin
 from ._model import (
     CREDIT,
@@ -221,7 +221,9 @@ class FakeKie(InProcessMixin, FileHostMixin, CallbackSenderMixin):
             msg = f"{MARKUP_TEXT} {msg}"
         if Hostile.DEEP_JSON in self.hostile and isinstance(data, dict):
             data = {**data, "extra": deep_value()}
-        return web.json_response({"code": code, "msg": msg, "data": data}, status=status)
+        flood = flood_headers() if Hostile.HEADER_FLOOD in self.hostile else None
+        body = {"code": code, "msg": msg, "data": data}
+        return web.json_response(body, status=status, headers=flood)
 
     def _over_limit(self, now: float) -> bool:
         if self.rate_limit is None:

@@ -19,6 +19,7 @@ __all__ = [
     "NONCANONICAL_LOOPBACK",
     "Hostile",
     "deep_value",
+    "flood_headers",
     "gzip_bomb",
 ]
 
@@ -41,6 +42,8 @@ class Hostile(enum.StrEnum):
     zeros (and no Content-Length)."""
     NONCANONICAL_HOST = "noncanonical_host"
     """Result URLs name the file host as ``2130706433`` (127.0.0.1 as one decimal number)."""
+    HEADER_FLOOD = "header_flood"
+    """Every API answer carries :data:`FLOOD_HEADERS` extra headers of 8,000 bytes (8 MB)."""
 
 
 MARKUP_TEXT = (
@@ -54,6 +57,13 @@ DEEP_LEVELS = 900
 NONCANONICAL_LOOPBACK = "2130706433"
 """127.0.0.1 written as one number: resolvers accept it, URL parsers disagree about it."""
 BOMB_BYTES = 64 * 1024**2
+FLOOD_HEADERS = 1000
+
+
+@functools.cache
+def flood_headers() -> dict[str, str]:
+    """The extra headers of :attr:`Hostile.HEADER_FLOOD`."""
+    return {f"X-Flood-{i}": "v" * 8000 for i in range(FLOOD_HEADERS)}
 
 
 def deep_value(levels: int = DEEP_LEVELS) -> Any:
