@@ -13,7 +13,6 @@ import secrets
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -99,15 +98,9 @@ class Veo4kClient:
         finally:
             api_key = None  # the plain key stays in no frame local (tracebacks with locals)
         self._base_url = check.base_url(
-            base_url if base_url is not None else os.environ.get("KIE_BASE_URL", DEFAULT_BASE_URL)
+            base_url if base_url is not None else os.environ.get("KIE_BASE_URL", DEFAULT_BASE_URL),
+            allow_http=bool(allow_http),
         )
-        if urlsplit(self._base_url).scheme == "http" and not (
-            allow_http or is_loopback_url(self._base_url)
-        ):
-            raise ConfigurationError(
-                "base_url is plain http: the API key would cross the network in clear text; "
-                "use https, a loopback address (a local fake), or allow_http=True"
-            )
         self._request_timeout = check.positive_seconds(request_timeout, "request_timeout")
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")

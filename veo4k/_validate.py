@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
-from ._urls import canonical_host
+from ._urls import canonical_host, is_loopback_url
 
 __all__ = [
     "TASK_ID_RULE",
@@ -92,12 +92,19 @@ def callback_url(value: object, name: str = "callback_url") -> str | None:
     return None if value is None else _http_url(value, name)
 
 
-def base_url(value: object, name: str = "base_url") -> str:
-    """An absolute http(s) URL without a trailing slash, query or fragment."""
+def base_url(value: object, name: str = "base_url", *, allow_http: bool = True) -> str:
+    """An absolute http(s) URL without a trailing slash, query or fragment; plain http only
+    to a loopback host unless ``allow_http`` (the API key would cross the network in clear
+    text)."""
     url = _http_url(value, name)
     parts = urlsplit(url)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigurationError(f"{name} must not carry credentials, a query or a fragment")
+    if parts.scheme == "http" and not (allow_http or is_loopback_url(url)):
+        raise ConfigurationError(
+            f"{name} is plain http: the API key would cross the network in clear text; "
+            "use https, a loopback address (a local fake), or allow_http=True"
+        )
     return url.rstrip("/")
 
 
