@@ -156,3 +156,15 @@ async def test_a_disk_error_is_a_download_error_caused_by_the_os_error(
     kind, cause, number, *message = out.decode().split()
     assert (kind, cause, int(number)) == ("DownloadError", "OSError", 27)  # EFBIG
     assert "File too large" in " ".join(message)
+
+
+async def test_the_size_probe_is_not_a_failed_attempt(
+    kie: FakeKie, make_client: ClientFactory, tmp_path: pathlib.Path
+) -> None:
+    """With a single attempt allowed, a body without length is still confirmed by its probe
+    (the probe is a check, not a retry)."""
+    client = make_client(retry_policy=veo4k.RetryPolicy(attempts=1))
+    result = await client.wait_for_4k("veo_1")
+    kie.hostile.add(Hostile.TRUNCATE)
+    path = await client.download(result, tmp_path)
+    assert path.read_bytes() == fake_video_bytes(NAME, kie.file_size)

@@ -52,6 +52,8 @@ ProgressCallback = Callable[[int, int | None], object]
 CHUNK = 1 << 16
 MAX_FILE_BYTES = 20 * 1024**3  # without a usable Content-Length, stop at 20 GiB
 MAX_REDIRECTS = 5
+MAX_PROBES = 3
+"""Ranged requests that confirm the size of bytes that came with no length, per download."""
 DEFAULT_TIMEOUT = 3600.0
 """Total seconds for one ``download()``: connect, body, retries and a link refresh (a 1 GB
 file at 1 MB/s takes about 17 minutes)."""
@@ -168,7 +170,8 @@ async def _download(
 ) -> Path:
     refreshed = False
     caps = retry.backoff_caps()
-    for attempt in range(1, retry.attempts + 1):
+    attempt = probes = 0
+    while True:
         try:
             await _fetch(session, url, part, on_progress, timeout, policy)
         except _Expired:
@@ -180,17 +183,18 @@ async def _download(
             url = part.url = await refresh(url)
             continue
         except _Retry as exc:
-            if attempt == retry.attempts:
-                raise part.error(f"download failed after {attempt} attempts: {exc}") from None
-            if part.unverified:  # not a failure: ask the host for the size at once
+            if part.unverified and probes < MAX_PROBES:  # no failure: ask for the size now
+                probes += 1
                 continue
+            attempt += 1
+            if attempt >= retry.attempts:
+                raise part.error(f"download failed after {attempt} attempts: {exc}") from None
             delay = rng.uniform(0, next(caps))
             log.debug("download of %s interrupted (%s); resuming in %.2f s",
                       part.dest.name, exc, delay)  # fmt: skip
             await asyncio.sleep(delay)
             continue
         return part.finish()
-    raise part.error("download did not complete")
 
 
 async def _fetch(
