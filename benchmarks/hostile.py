@@ -13,94 +13,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import pathlib
-import sys
 import tempfile
 
 import veo4k
 from veo4k.testing import FakeKie, Hostile
+from veo4k.testing._flood import HEAD, HeaderFlood, serve_callbacks
 from veo4k.testing._hostile import gzip_bomb
 
 from _common import save, table
 
-SERVER = """
-import asyncio, sys, veo4k
-async def main():
-    server = veo4k.CallbackServer(veo4k.CallbackReceiver(token="t"), header_timeout=60)
-    async with server:
-        print(server.port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        print(getattr(server, "oversized_connections", 0), server.refused_connections)
-asyncio.run(main())
-"""
-HEAD = b"POST /veo4k/callback?token=t HTTP/1.1\r\nHost: x\r\n"
-LINE = b"X-F: " + b"x" * 8190 + b"\r\n"
-
-
-def rss(pid: int, field: str) -> int:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise LookupError(field)
-
-
-class Flood:
-    """``count`` senders of ~1 MiB of never-ending headers; ``sent`` is set once each wrote
-    all of it or was cut off by the server, and they hold their connections until released."""
-
-    def __init__(self, port: int, count: int) -> None:
-        self.port, self.count, self.ended = port, count, 0
-        self.sent, self.release = asyncio.Event(), asyncio.Event()
-        self.tasks = [asyncio.create_task(self._one()) for _ in range(count)]
-        if not count:
-            self.sent.set()
-
-    async def _one(self) -> None:
-        writer = None
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            writer.write(HEAD)
-            for _ in range(127):
-                writer.write(LINE)
-                await writer.drain()
-        except OSError:
-            pass  # cut off by the server
-        self.ended += 1
-        if self.ended == self.count:
-            self.sent.set()
-        await self.release.wait()
-        if writer is not None:
-            writer.close()
-
 
 async def flood(count: int) -> dict[str, float]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SERVER, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    port = int(await proc.stdout.readline())
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # warm up
-    writer.write(HEAD + b"Content-Length: 2\r\n\r\n{}")
-    await reader.readline()
-    writer.close()
-    idle = rss(proc.pid, "VmRSS")
-    with contextlib.suppress(OSError):  # Linux: reset the peak to now
-        pathlib.Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # noqa: ASYNC240  # /proc: no disk
-    senders = Flood(port, count)
-    await senders.sent.wait()
-    peak = rss(proc.pid, "VmHWM")
-    senders.release.set()
-    await asyncio.gather(*senders.tasks)
-    proc.stdin.write(b"stop\n")
-    oversized, refused = map(int, (await proc.stdout.readline()).split())
-    await proc.wait()
+    async with serve_callbacks() as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # warm up
+        writer.write(HEAD + b"Content-Length: 2\r\n\r\n{}")
+        await reader.readline()
+        writer.close()
+        idle = server.memory("VmRSS")
+        server.reset_peak()
+        senders = HeaderFlood(server.port, count)
+        await senders.sent.wait()
+        peak = server.memory("VmHWM")
+        await senders.release()
     mib = 1024**2
     return {"floods": count, "idle_mib": idle / mib, "peak_mib": peak / mib,
-            "above_idle_mib": (peak - idle) / mib, "cut_at_header_cap": oversized,
-            "refused_peer_cap": refused}  # fmt: skip
+            "above_idle_mib": (peak - idle) / mib, "cut_at_header_cap": server.oversized,
+            "refused_peer_cap": server.refused}  # fmt: skip
 
 
 async def bomb() -> dict[str, float]:
