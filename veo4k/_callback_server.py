@@ -1,9 +1,10 @@
 """``CallbackServer``: a small aiohttp server that receives Kie's callbacks for a client.
 
-It listens on the open internet, so it is bounded against slow and idle senders: aiohttp's
-own protocol runs inside :class:`_Guard`, which caps concurrent connections and closes one
-whose request headers have not all arrived within ``header_timeout`` (aiohttp has no header
-timeout of its own, and its keep-alive default is about an hour).
+It listens on the open internet, so it is bounded against slow, idle, greedy and wrong
+senders: aiohttp's own protocol runs inside a :class:`_gate.Guard` (connection caps in all and
+per peer, a header timeout, a header byte cap), aiohttp's own header limits are set
+explicitly (they vary by version), request bodies are never decoded (no gzip bomb), the token
+is checked before a body is read, and every refusal closes its connection.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
 from . import _validate as check
 from ._callbacks import CallbackReceiver
 from ._errors import ClientStateError, ConfigurationError
+from ._gate import Gate
 
 if TYPE_CHECKING:
     from ._coordination import Coordinator
@@ -27,93 +29,25 @@ __all__ = ["CallbackServer", "with_token"]
 
 
 def with_token(url: str, token: str) -> str:
-    """``url`` with ``token=`` added to its query (unless it already has one)."""
+    """``url`` with the receiver's ``token=`` added to its query, unless it is already there.
+
+    Only a parameter named exactly ``token`` counts (``access_token=`` is the app's own). A
+    ``token=`` with another value is a :class:`ConfigurationError`: the receiver reads the
+    first one, so every callback would be refused."""
     parts = urlsplit(url)
-    if "token=" in parts.query:
+    found = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "token"]
+    if found:
+        if found != [token]:
+            raise ConfigurationError(
+                "the callback URL carries a token= parameter that is not the receiver's "
+                "token (every callback would be refused); leave it out, veo4k adds it"
+            )
         return url
     query = "&".join(q for q in (parts.query, urlencode({"token": token})) if q)
     return urlunsplit(parts._replace(query=query))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class _Guard(asyncio.Protocol):
-    """One connection: counted against the cap, and closed if headers are slow to arrive.
-
-    The header clock starts when the connection opens, and again at the first byte after each
-    answered request; it stops when the request reaches a handler (headers complete).
-    """
-
-    def __init__(self, owner: CallbackServer, inner: asyncio.Protocol) -> None:
-        self._owner, self._inner = owner, inner
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._idle = True
-        self._refused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        owner = self._owner
-        if len(owner._guards) >= owner.max_connections:
-            self._refused = True
-            owner.refused_connections += 1
-            transport.abort()
-            return
-        owner._guards[transport] = self
-        self._arm()
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._idle and self._timer is None:
-            self._arm()
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return None if self._refused else self._inner.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._refused:
-            return
-        self._disarm()
-        if self._transport is not None:
-            self._owner._guards.pop(self._transport, None)
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-    def busy(self) -> None:
-        """A request reached a handler: its headers are complete."""
-        self._idle = False
-        self._disarm()
-
-    def idle(self) -> None:
-        """The request was answered; the next byte starts a new header clock."""
-        self._idle = True
-
-    def _arm(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._owner.header_timeout, self._expired)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self) -> None:
-        self._timer = None
-        self._owner.timed_out_connections += 1
-        self.abort()
-
-    def abort(self) -> None:
-        """Drop the connection now."""
-        if self._transport is not None:
-            self._transport.abort()
 
 
 class CallbackServer:
@@ -125,10 +59,14 @@ class CallbackServer:
     ``coordinator``, the callbacks it accepts reach the waits of every process sharing it.
 
     Limits (seconds unless said): a request's headers must arrive within ``header_timeout``
-    (10) and its body within ``body_timeout`` (10, else 408); an idle keep-alive connection
-    closes after ``keepalive_timeout`` (15, at most 75); at most ``max_connections`` (512) are
-    open at once, more are closed at once; :meth:`close` returns within about
-    ``close_timeout`` (5) even if a handler hangs (it is cancelled).
+    (10) and be at most ``max_header_bytes`` (32 KiB; Kie's are under 2 KiB), its body within
+    ``body_timeout`` (10, else 408); an idle keep-alive connection closes after
+    ``keepalive_timeout`` (15, at most 75); at most ``max_connections`` (512) are open at
+    once and ``max_connections_per_peer`` (256) from one address, more are closed at once;
+    :meth:`close` returns within about ``close_timeout`` (5) even if a handler hangs (it is
+    cancelled). So a header flood holds at most ``max_connections x max_header_bytes`` (16 MiB)
+    of raw headers. The token is checked before the body is read; a refused request (wrong
+    token, too big, too slow, encoded) is answered and its connection closed.
     """
 
     def __init__(
@@ -145,6 +83,8 @@ class CallbackServer:
         max_connections: int = 512,
         close_timeout: float = 5.0,
         coordinator: Coordinator | None = None,
+        max_connections_per_peer: int = 256,
+        max_header_bytes: int = 32 * 1024,
     ) -> None:
         if receiver is not None and not isinstance(receiver, CallbackReceiver):
             raise ConfigurationError("receiver must be a veo4k.CallbackReceiver")
@@ -157,6 +97,8 @@ class CallbackServer:
             self.receiver.coordinator = coordinator
         self.host, self.port, self.path = host, port, path
         self._public_url = check.callback_url(public_url, "public_url")
+        if self._public_url is not None:
+            with_token(self._public_url, self.receiver.token)  # a foreign token= fails here
         self.header_timeout = check.positive_seconds(header_timeout, "header_timeout", maximum=300)
         self.body_timeout = check.positive_seconds(body_timeout, "body_timeout", maximum=300)
         self.keepalive_timeout = check.positive_seconds(
@@ -166,11 +108,16 @@ class CallbackServer:
             max_connections, "max_connections", maximum=100_000
         )
         self.close_timeout = check.positive_seconds(close_timeout, "close_timeout", maximum=300)
-        self.refused_connections = 0
-        """Connections closed at once because ``max_connections`` were open."""
-        self.timed_out_connections = 0
-        """Connections closed because their headers were not complete in time."""
-        self._guards: dict[asyncio.BaseTransport, _Guard] = {}
+        self._gate = Gate(
+            max_connections=self.max_connections,
+            max_per_peer=check.positive_int(
+                max_connections_per_peer, "max_connections_per_peer", maximum=100_000
+            ),
+            header_timeout=self.header_timeout,
+            max_header_bytes=check.positive_int(
+                max_header_bytes, "max_header_bytes", maximum=1024 * 1024
+            ),
+        )
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
 
@@ -181,7 +128,22 @@ class CallbackServer:
     @property
     def connections(self) -> int:
         """Connections open now."""
-        return len(self._guards)
+        return len(self._gate.guards)
+
+    @property
+    def refused_connections(self) -> int:
+        """Connections closed at once: ``max_connections`` (or the peer's share) were open."""
+        return self._gate.refused
+
+    @property
+    def timed_out_connections(self) -> int:
+        """Connections closed because their headers were not complete in time."""
+        return self._gate.timed_out
+
+    @property
+    def oversized_connections(self) -> int:
+        """Connections closed because their headers passed ``max_header_bytes``."""
+        return self._gate.oversized
 
     @property
     def url(self) -> str:
@@ -192,9 +154,7 @@ class CallbackServer:
             base = f"http://{self.host}:{self.port}{self.path}"
         else:
             raise ClientStateError("CallbackServer has no URL before it is started")
-        parts = urlsplit(base)
-        query = "&".join(q for q in (parts.query, urlencode({"token": self.receiver.token})) if q)
-        return urlunsplit(parts._replace(query=query))
+        return with_token(base, self.receiver.token)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -220,20 +180,26 @@ class CallbackServer:
             handle_signals=False,
             shutdown_timeout=self.close_timeout / 4,  # aiohttp may wait twice this
             keepalive_timeout=self.keepalive_timeout,
+            # aiohttp's defaults vary by version (3.9: 32,768 header lines): set them here
+            max_line_size=8190,
+            max_field_size=8190,
+            max_headers=64,
+            auto_decompress=False,  # Kie posts plain JSON; an encoded body is refused (415)
+            lingering_time=1.0,  # an unread body after a refusal is drained 1 s, not 10
         )
         await runner.setup()
         protocols = runner.server
         assert protocols is not None
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: _Guard(self, protocols()), self.host, self.port
+            lambda: self._gate.guard(protocols()), self.host, self.port
         )
         self._runner = runner
         self.port = int(self._listener.sockets[0].getsockname()[1])
 
     @web.middleware
     async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        guard = self._guards.get(request.transport) if request.transport else None
+        guard = self._gate.guards.get(request.transport) if request.transport else None
         if guard is not None:
             guard.busy()
         try:
@@ -256,6 +222,5 @@ class CallbackServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-        for guard in list(self._guards.values()):
-            guard.abort()
+        self._gate.close_all()
         await self.receiver.aclose(timeout=self.close_timeout / 4)

@@ -373,9 +373,16 @@ class CallbackReceiver:
         408)."""
         if request.method != "POST":
             return _answer(405, "method not allowed")
+        if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            self.rejected += 1
+            return _answer(415, "encoded bodies are not accepted")
         if request.content_length is not None and request.content_length > self.max_body:
             self.rejected += 1
             return _answer(413, "body too large")
+        token = request.query.get("token", "")
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            self.rejected += 1  # before the body is read: a stranger costs no body memory
+            return _answer(401, "unauthorized")
         try:
             async with asyncio.timeout(body_timeout):
                 body = await _read_capped(request, self.max_body)
@@ -405,7 +412,11 @@ def _derived_token(hmac_key: str | bytes | None) -> str:
 
 
 def _answer(status: int, msg: str) -> web.Response:
-    return web.json_response({"code": status, "msg": msg}, status=status)
+    """A refusal, and the connection closes after it: a sender that repeats wrong requests
+    cannot keep a slot alive."""
+    response = web.json_response({"code": status, "msg": msg}, status=status)
+    response.force_close()
+    return response
 
 
 async def _read_capped(request: web.Request, cap: int) -> bytes | None:

@@ -58,6 +58,10 @@ class Veo4kClient:
     under load). Every request sends ``user_agent`` (default ``veo4k/<version> (+python
     aiohttp)``): Kie's edge (Cloudflare) blocks clients without a descriptive one.
 
+    Kie is called over https only: plain http only to a loopback ``base_url`` (a local fake)
+    or with ``allow_http=True``, else :class:`ConfigurationError` here, before any connection
+    (the key would cross the network in clear text).
+
     :meth:`download` fetches https URLs on public addresses only: ``allow_http`` and
     ``allow_private_hosts`` (loopback, private, link-local) opt in to more. When ``base_url`` is
     itself loopback (a local fake), loopback result URLs, http included, are allowed too.
@@ -94,7 +98,8 @@ class Veo4kClient:
         finally:
             api_key = None  # the plain key stays in no frame local (tracebacks with locals)
         self._base_url = check.base_url(
-            base_url if base_url is not None else os.environ.get("KIE_BASE_URL", DEFAULT_BASE_URL)
+            base_url if base_url is not None else os.environ.get("KIE_BASE_URL", DEFAULT_BASE_URL),
+            allow_http=bool(allow_http),
         )
         self._request_timeout = check.positive_seconds(request_timeout, "request_timeout")
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
@@ -111,6 +116,8 @@ class Veo4kClient:
         self._callback_url = check.callback_url(callback_url)
         if isinstance(callbacks, CallbackReceiver) and self._callback_url is None:
             raise ConfigurationError("callbacks=CallbackReceiver(...) needs callback_url=...")
+        if isinstance(callbacks, CallbackReceiver) and self._callback_url is not None:
+            with_token(self._callback_url, callbacks.token)  # a foreign token= fails here
         if coordinator is not None and not isinstance(coordinator, Coordinator):
             raise ConfigurationError("coordinator must be a veo4k coordinator (RedisCoordinator)")
         self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks

@@ -5,9 +5,12 @@ session that carries no Authorization header, so the key cannot leak there even 
 redirect. Every URL (the first, each redirect, a refreshed link) passes the client's
 :class:`HostPolicy`; the session's resolver applies it to the addresses actually connected to.
 
-Files: the ``.part`` is opened with ``O_NOFOLLOW`` (a symlink planted there is refused, never
-written through) and renamed over the destination (a symlink there is replaced, not followed).
-On cancellation, ``aclose()`` or the deadline the ``.part`` is kept: the next call resumes it.
+Files (:mod:`._part`): the ``.part`` is opened with ``O_NOFOLLOW`` (a symlink planted there
+is refused, never written through) and renamed over the destination (a symlink there is
+replaced, not followed). On cancellation, ``aclose()`` or the deadline the ``.part`` is kept:
+the next call resumes it, with ``If-Range`` and a check that the 206 starts at its size.
+A body is complete only when its announced length is reached (or an encoded stream's end
+marker and checksum arrived); bytes without a length are confirmed by a ranged probe.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import inspect
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import aiohttp
 from yarl import URL
@@ -29,9 +32,17 @@ from . import _validate as check
 from ._config import RetryPolicy
 from ._errors import ConfigurationError, DownloadError, DownloadTimeoutError
 from ._models import FourKResult
+from ._part import Decoder, Part
+from ._part import open_part as _open_part
 from ._urls import HostPolicy, HostRefused, result_url
 
-__all__ = ["DEFAULT_TIMEOUT", "ProgressCallback", "download_file", "resolve_destination"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ProgressCallback",
+    "_open_part",
+    "download_file",
+    "resolve_destination",
+]
 
 log = logging.getLogger("veo4k")
 
@@ -41,12 +52,14 @@ ProgressCallback = Callable[[int, int | None], object]
 CHUNK = 1 << 16
 MAX_FILE_BYTES = 20 * 1024**3  # without a usable Content-Length, stop at 20 GiB
 MAX_REDIRECTS = 5
+MAX_PROBES = 3
+"""Ranged requests that confirm the size of bytes that came with no length, per download."""
 DEFAULT_TIMEOUT = 3600.0
 """Total seconds for one ``download()``: connect, body, retries and a link refresh (a 1 GB
 file at 1 MB/s takes about 17 minutes)."""
 _EXPIRED = (403, 404, 410)
 _REDIRECTS = (301, 302, 303, 307, 308)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_RANGE = re.compile(r"bytes (?:([0-9]{1,19})-([0-9]{1,19})|\*)/([0-9]{1,19}|\*)")
 
 
 def resolve_destination(
@@ -79,10 +92,15 @@ def resolve_destination(
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigurationError(f"dest folder {path} cannot be created: {exc}") from None
+            raise ConfigurationError(
+                f"dest folder {path} cannot be created: {exc.strerror or exc}"
+            ) from exc
         path = path / name
-    if path.is_dir():
-        raise ConfigurationError(f"{path} is a folder")
+    if path.is_dir():  # a folder in the way of the file: the OS's own words, as cause
+        reason = IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        raise DownloadError(
+            f"cannot write {path}: {reason.strerror}", url=url, task_id=task_id
+        ) from reason
     if os.path.lexists(path) and not overwrite:
         raise DownloadError(
             f"{path} exists; pass overwrite=True to replace it", url=url, task_id=task_id
@@ -115,11 +133,14 @@ async def download_file(
     deadline: float,
 ) -> Path:
     """Stream ``url`` into ``dest.part`` (resuming with Range), then rename it to ``dest``;
-    all within ``deadline`` seconds, else :class:`DownloadTimeoutError`."""
+    all within ``deadline`` seconds, else :class:`DownloadTimeoutError`. A file-system error
+    (disk full, permissions, a folder in the way) is a :class:`DownloadError` whose
+    ``__cause__`` is the ``OSError``."""
+    part = Part(dest, url, task_id)
     try:
         async with asyncio.timeout(deadline) as timer:
             return await _download(
-                session, url, dest, refresh=refresh, retry=retry, rng=rng, task_id=task_id,
+                session, url, part, refresh=refresh, retry=retry, rng=rng,
                 on_progress=on_progress, timeout=timeout, policy=policy,
             )  # fmt: skip
     except TimeoutError:
@@ -130,93 +151,67 @@ async def download_file(
             url=url,
             task_id=task_id,
         ) from None
+    except OSError as exc:  # not the network (that is retried): the disk
+        where = exc.filename or part.path
+        raise part.error(f"cannot write {where}: {exc.strerror or exc}") from exc
 
 
 async def _download(
     session: aiohttp.ClientSession,
     url: str,
-    dest: Path,
+    part: Part,
     *,
     refresh: Callable[[str], Awaitable[str]],
     retry: RetryPolicy,
     rng: random.Random,
-    task_id: str | None,
     on_progress: ProgressCallback | None,
     timeout: aiohttp.ClientTimeout,
     policy: HostPolicy,
 ) -> Path:
-    part = dest.with_name(dest.name + ".part")
     refreshed = False
     caps = retry.backoff_caps()
-    for attempt in range(1, retry.attempts + 1):
+    attempt = probes = 0
+    while True:
         try:
-            await _fetch(session, url, part, on_progress, timeout, task_id, policy)
+            await _fetch(session, url, part, on_progress, timeout, policy)
         except _Expired:
             if refreshed:
-                raise DownloadError(
-                    "result URL expired and a fresh link from Kie was refused too",
-                    url=url,
-                    task_id=task_id,
+                raise part.error(
+                    "result URL expired and a fresh link from Kie was refused too"
                 ) from None
             refreshed = True
-            url = await refresh(url)
+            url = part.url = await refresh(url)
             continue
         except _Retry as exc:
-            if attempt == retry.attempts:
-                raise DownloadError(
-                    f"download failed after {attempt} attempts: {exc}", url=url, task_id=task_id
-                ) from None
+            if part.unverified and probes < MAX_PROBES:  # no failure: ask for the size now
+                probes += 1
+                continue
+            attempt += 1
+            if attempt >= retry.attempts:
+                raise part.error(f"download failed after {attempt} attempts: {exc}") from None
             delay = rng.uniform(0, next(caps))
-            log.debug("download of %s interrupted (%s); resuming in %.2f s", dest.name, exc, delay)
+            log.debug("download of %s interrupted (%s); resuming in %.2f s",
+                      part.dest.name, exc, delay)  # fmt: skip
             await asyncio.sleep(delay)
             continue
-        os.replace(part, dest)  # replaces a symlink at dest itself, never its target
-        return dest
-    raise DownloadError("download did not complete", url=url, task_id=task_id)
-
-
-def _part_size(part: Path, url: str, task_id: str | None) -> int:
-    try:
-        st = os.lstat(part)
-    except FileNotFoundError:
-        return 0
-    if not os.path.isfile(part) or os.path.islink(part):
-        raise DownloadError(f"{part} is not a regular file; refusing it", url=url, task_id=task_id)
-    return st.st_size
-
-
-def _discard(part: Path) -> None:
-    """Remove a .part whose bytes cannot be resumed from (microseconds: no thread needed)."""
-    part.unlink(missing_ok=True)
-
-
-def _open_part(part: Path, append: bool, url: str, task_id: str | None) -> BinaryIO:
-    flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-    try:
-        fd = os.open(part, flags, 0o644)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise DownloadError(
-                f"{part} is a symlink; refusing to follow it", url=url, task_id=task_id
-            ) from None
-        raise DownloadError(f"cannot write {part}: {exc}", url=url, task_id=task_id) from None
-    return os.fdopen(fd, "ab" if append else "wb")
+        return part.finish()
 
 
 async def _fetch(
     session: aiohttp.ClientSession,
     url: str,
-    part: Path,
+    part: Part,
     on_progress: ProgressCallback | None,
     timeout: aiohttp.ClientTimeout,
-    task_id: str | None,
     policy: HostPolicy,
 ) -> None:
-    have = _part_size(part, url, task_id)
+    have = part.size()
     # identity: a Range means bytes of the file, not of a compressed stream of it
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
+        if part.validator:  # the host sends the whole file (200) if it changed since
+            headers["If-Range"] = part.validator
     try:
         for _ in range(MAX_REDIRECTS + 1):
             policy.check(url)
@@ -226,89 +221,135 @@ async def _fetch(
                 if resp.status in _REDIRECTS:
                     location = resp.headers.get("Location", "")
                     if not location:
-                        raise DownloadError(
-                            f"redirect {resp.status} without a Location", url=url, task_id=task_id
-                        )
-                    url = _join(resp.url, location, task_id)
+                        raise part.error(f"redirect {resp.status} without a Location")
+                    url = _join(resp.url, location, part)
                     continue
-                await _receive(resp, part, have, on_progress, url, task_id)
+                await _receive(resp, part, have, on_progress)
                 return
     except HostRefused as exc:
-        raise DownloadError(f"download refused: {exc}", url=url, task_id=task_id) from None
+        raise part.error(f"download refused: {exc}") from None
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, HostRefused):
-            raise DownloadError(
-                f"download refused: {exc.os_error}", url=url, task_id=task_id
-            ) from None
+            raise part.error(f"download refused: {exc.os_error}") from None
         raise _Retry(f"{type(exc).__name__}: {exc}") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from None
-    raise DownloadError(f"more than {MAX_REDIRECTS} redirects", url=url, task_id=task_id)
+    raise part.error(f"more than {MAX_REDIRECTS} redirects")
 
 
 async def _receive(
     resp: aiohttp.ClientResponse,
-    part: Path,
+    part: Part,
     have: int,
     on_progress: ProgressCallback | None,
-    url: str,
-    task_id: str | None,
 ) -> None:
-    encoded = resp.headers.get("Content-Encoding", "identity").strip().lower()
-    encoded = "" if encoded == "identity" else encoded  # aiohttp decodes gzip/deflate/br
+    """Write one answer into the .part, or say why not (:class:`_Retry`, :class:`_Expired`,
+    DownloadError). Complete means: the length announced (Content-Length of an identity
+    body, or a Content-Range total) reached, or an encoded stream's end and checksum seen;
+    bytes that came without either are confirmed by a ranged probe before they count."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = "" if encoding == "identity" else encoding
     if resp.status in _EXPIRED:
         raise _Expired()
     if resp.status == 416 and have:
-        total = _range_total(resp.headers.get("Content-Range", ""))
-        if total == have:
+        if _content_range(resp.headers.get("Content-Range", ""))[2] == have:
+            part.unverified = False
             return  # the .part was already complete
-        _discard(part)
+        part.discard()
         raise _Retry("416 for a partial file: starting over")
     if resp.status >= 500 or resp.status == 429:
         raise _Retry(f"HTTP {resp.status}")
     if resp.status not in (200, 206):
-        raise DownloadError(f"file host answered HTTP {resp.status}", url=url, task_id=task_id)
-    if resp.status == 206 and encoded:
-        _discard(part)  # a range of a compressed stream: not our bytes
-        raise _Retry(f"{encoded}-encoded partial content: starting over")
-    if resp.status == 200:
-        have = 0  # the host ignored the Range: start over
-        total = None if encoded else resp.content_length  # the length of the encoded body
+        raise part.error(f"file host answered HTTP {resp.status}")
+    decoder = Decoder(encoding, part)
+    validator = _validator(resp.headers)
+    if resp.status == 206:
+        start, _, total = _content_range(resp.headers.get("Content-Range", ""))
+        reason = _resume_refused(encoding, start, have, part.validator, validator)
+        if reason:
+            part.discard()  # a range of another file, place or encoding: not our bytes
+            raise _Retry(f"{reason}: starting over")
     else:
-        total = _range_total(resp.headers.get("Content-Range", ""))
+        if part.unverified and resp.content_length is None and not encoding:
+            part.discard()
+            raise part.error(
+                "the file host sends no length and ignores Range: a cut download cannot be "
+                "told from a whole one"
+            )
+        have = 0  # the whole file (the host ignored the Range, or it changed): start over
+        total = None if encoding else resp.content_length  # the length of the encoded body
     limit = total if total is not None else MAX_FILE_BYTES
     done = have
-    with _open_part(part, bool(have), url, task_id) as out:
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            done += len(chunk)
-            if done > limit:
-                out.close()
-                _discard(part)  # bad content: never resume from it
-                raise DownloadError(
-                    f"file is larger than announced ({limit} bytes)", url=url, task_id=task_id
-                )
-            out.write(chunk)
-            if on_progress is not None:
-                await _call(on_progress, done, total)
+    with part.open(append=bool(have), validator=validator) as out:
+        try:
+            async for raw in resp.content.iter_chunked(CHUNK):
+                for chunk in decoder.feed(raw, CHUNK):
+                    done += len(chunk)
+                    if done > limit:
+                        raise part.error(f"file is larger than announced ({limit} bytes)")
+                    out.write(chunk)
+                    if on_progress is not None:
+                        await _call(on_progress, done, total)
+        except DownloadError:
+            out.close()
+            part.discard()  # bad content (too long, a bomb, corrupt): never resume from it
+            raise
         out.flush()
         os.fsync(out.fileno())
+    if not decoder.complete():
+        part.discard()  # a cut compressed stream cannot be resumed
+        raise _Retry(f"{encoding} stream ended before its end marker: starting over")
     if total is not None and done != total:
         raise _Retry(f"got {done} of {total} bytes")
+    part.unverified = total is None and not decoder.encoded_stream
+    if part.unverified:
+        raise _Retry(f"{done} bytes with no length announced: checking the size")
 
 
-def _join(base: URL, location: str, task_id: str | None) -> str:
+def _resume_refused(
+    encoding: str, start: int | None, have: int, kept: str | None, sent: str | None
+) -> str:
+    """Why a 206 cannot continue the .part ('' if it can)."""
+    if encoding:
+        return f"{encoding}-encoded partial content"
+    if start != have:
+        return f"the host sent bytes from {start}, not from {have} (the bytes on disk)"
+    if kept and sent and kept != sent:
+        return "the file changed on the host since the .part was started"
+    return ""
+
+
+def _validator(headers: Mapping[str, str]) -> str | None:
+    """What ``If-Range`` may send back: a strong ETag, else Last-Modified."""
+    etag = headers.get("ETag", "").strip()
+    if etag and not etag.startswith("W/") and _printable(etag):
+        return etag
+    modified = headers.get("Last-Modified", "").strip()
+    return modified if modified and _printable(modified) else None
+
+
+def _printable(text: str) -> bool:
+    return len(text) <= 256 and all(" " <= c <= "~" for c in text)
+
+
+def _join(base: URL, location: str, part: Part) -> str:
     try:
         return str(base.join(URL(location)))
     except ValueError:
-        raise DownloadError(
-            f"redirect to a malformed Location {location[:80]!r}", url=str(base), task_id=task_id
-        ) from None
+        raise part.error(f"redirect to a malformed Location {location[:80]!r}") from None
 
 
-def _range_total(content_range: str) -> int | None:
-    """The total of ``bytes a-b/total`` (or ``bytes */total``)."""
-    _, _, total = content_range.rpartition("/")
-    return int(total) if total.isdigit() else None
+def _content_range(header: str) -> tuple[int | None, int | None, int | None]:
+    """``bytes a-b/total`` (or ``bytes */total``) as (a, b, total); None where absent."""
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None, None, None
+    first, last, total = match.groups()
+    return (
+        int(first) if first else None,
+        int(last) if last else None,
+        int(total) if total != "*" else None,
+    )
 
 
 async def _call(fn: ProgressCallback, done: int, total: int | None) -> None:

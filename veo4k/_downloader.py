@@ -83,6 +83,7 @@ class Downloader:
         if self._session is None:
             self._session = aiohttp.ClientSession(  # no Authorization, ever
                 headers={"User-Agent": self._user_agent},
+                auto_decompress=False,  # decoded by _part.Decoder, with a bounded output
                 connector=aiohttp.TCPConnector(resolver=GuardedResolver(self._policy)),
             )
 

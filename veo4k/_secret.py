@@ -48,9 +48,11 @@ class ApiKey:
             raise ConfigurationError(
                 "no API key: pass api_key=... or set the KIE_API_KEY environment variable"
             )
-        if any(c.isspace() for c in text):
+        if not all("!" <= c <= "~" for c in text):  # a header value: visible ASCII only
             text = ""
-            raise ConfigurationError("api_key must not contain whitespace")
+            raise ConfigurationError(
+                "api_key must be printable ASCII, without whitespace or control characters"
+            )
         return cls(text)
 
     def reveal(self) -> str:
@@ -82,14 +84,28 @@ class ApiKey:
         return body
 
     def scrub_value(self, value: Any) -> Any:
-        """A parsed JSON value with the key removed from every string (keys included)."""
-        if isinstance(value, str):
-            return self.scrub(value)
-        if isinstance(value, list):
-            return [self.scrub_value(v) for v in value]
-        if isinstance(value, dict):
-            return {self.scrub(str(k)): self.scrub_value(v) for k, v in value.items()}
-        return value
+        """A parsed JSON value with the key removed from every string (keys included).
+
+        Iterative, not recursive: a server's nesting depth must not become ours (1,000 levels
+        of lists would raise RecursionError in a recursive walk)."""
+        root: list[Any] = [None]
+        stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (node, parent, slot)
+        while stack:
+            node, parent, slot = stack.pop()
+            if isinstance(node, str):
+                parent[slot] = self.scrub(node)
+            elif isinstance(node, list):
+                copy: list[Any] = [None] * len(node)
+                parent[slot] = copy
+                stack.extend((item, copy, i) for i, item in enumerate(node))
+            elif isinstance(node, dict):
+                keys = [self.scrub(str(k)) for k in node]
+                mapping: dict[str, Any] = dict.fromkeys(keys)
+                parent[slot] = mapping
+                stack.extend((v, mapping, k) for k, v in zip(keys, node.values(), strict=True))
+            else:
+                parent[slot] = node
+        return root[0]
 
 
 class AuthHeaders(Mapping[str, str]):

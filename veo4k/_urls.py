@@ -11,6 +11,7 @@ so a DNS name pointing at 127.0.0.1 is refused like the literal.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -19,12 +20,38 @@ import attrs
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-__all__ = ["MAX_URL_CHARS", "GuardedResolver", "HostPolicy", "HostRefused", "result_url"]
+__all__ = [
+    "MAX_URL_CHARS",
+    "GuardedResolver",
+    "HostPolicy",
+    "HostRefused",
+    "canonical_host",
+    "result_url",
+]
 
 MAX_URL_CHARS = 4096
 """Longest result URL accepted (Kie's are about 100 characters)."""
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
+"""A last host label that makes a URL parser read the host as IPv4 (WHATWG "ends in a number")."""
+
+
+def canonical_host(host: str) -> str:
+    """``host``, unless it is IPv4 in a non-canonical form (``2130706433``, ``127.1``,
+    ``0x7f.0.0.1``, ``0177.0.0.1``): resolvers read those as addresses, URL parsers refuse or
+    disagree, so they are refused at once with :class:`ValueError`, never retried."""
+    if ":" in host:  # IPv6 (its dotted tail is checked by ipaddress, not here)
+        return host
+    last = host.removesuffix(".").rsplit(".", 1)[-1]  # 'a.b.c.d.' ends in a number too
+    if _NUMBER.fullmatch(last):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f"{host[:80]!r} is not a canonical IPv4 address (write it as a.b.c.d)"
+            ) from None
+    return host
 
 
 def result_url(value: str) -> str:
@@ -40,6 +67,7 @@ def result_url(value: str) -> str:
         raise ValueError(f"a result URL is malformed: {value[:80]!r}") from None
     if parts.scheme.lower() not in ("http", "https") or not host:
         raise ValueError(f"a result URL must be http(s) with a host, got {value[:80]!r}")
+    canonical_host(host)
     return value
 
 
@@ -48,13 +76,34 @@ class HostRefused(OSError):
     resolver)."""
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_NOWHERE = ipaddress.IPv4Address("0.0.0.0")
+"""Stands for an address that must be treated as private (0.0.0.0 is never public)."""
+
+
 def _address(text: str) -> IPAddress | None:
+    """The address a literal host reaches: an IPv6 address that carries an IPv4 one
+    (IPv4-mapped ``::ffff:0:0/96``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo's
+    client, deprecated IPv4-compatible ``::a.b.c.d``) is judged by that IPv4 address;
+    local-use NAT64 (``64:ff9b:1::/48``) maps to sites nobody can check here: never public."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):  # '::' and '::1' are IPv6's own
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _LOCAL_NAT64:
+        return _NOWHERE
     return ip
 
 
@@ -93,6 +142,10 @@ class HostPolicy:
         scheme, host = parsed.scheme.lower(), (parsed.host or "").lower()
         if scheme not in ("http", "https") or not host:
             raise HostRefused(f"only http(s) URLs with a host are fetched, got {url[:80]!r}")
+        try:
+            canonical_host(host)
+        except ValueError as exc:
+            raise HostRefused(str(exc)) from None
         local = self.loopback and is_loopback_url(url)
         if scheme == "http" and not (self.allow_http or local):
             raise HostRefused(f"plain http is refused (pass allow_http=True): {url[:80]!r}")

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
+from ._urls import canonical_host, is_loopback_url
 
 __all__ = [
     "TASK_ID_RULE",
@@ -71,9 +72,18 @@ def index(value: object, name: str = "index") -> int:
 def _http_url(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value.strip())
+        host, scheme = parts.hostname, parts.scheme
+        _ = parts.port  # a port that is no number raises here, not at the first request
+    except ValueError:  # 'http://[::1' and the like
+        host = scheme = None
+    if scheme not in ("http", "https") or not host:
         raise ConfigurationError(f"{name} must be an http(s) URL with a host, got {value!r}")
+    try:
+        canonical_host(host)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
     return value.strip()
 
 
@@ -82,12 +92,19 @@ def callback_url(value: object, name: str = "callback_url") -> str | None:
     return None if value is None else _http_url(value, name)
 
 
-def base_url(value: object, name: str = "base_url") -> str:
-    """An absolute http(s) URL without a trailing slash, query or fragment."""
+def base_url(value: object, name: str = "base_url", *, allow_http: bool = True) -> str:
+    """An absolute http(s) URL without a trailing slash, query or fragment; plain http only
+    to a loopback host unless ``allow_http`` (the API key would cross the network in clear
+    text)."""
     url = _http_url(value, name)
     parts = urlsplit(url)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigurationError(f"{name} must not carry credentials, a query or a fragment")
+    if parts.scheme == "http" and not (allow_http or is_loopback_url(url)):
+        raise ConfigurationError(
+            f"{name} is plain http: the API key would cross the network in clear text; "
+            "use https, a loopback address (a local fake), or allow_http=True"
+        )
     return url.rstrip("/")
 
 

@@ -298,9 +298,12 @@ def fourk_status(env: Envelope, task_id: str, index: int) -> FourKStatus:
     try:
         result_urls = url_list(data.get("resultUrls"))
         image_urls = url_list(data.get("imageUrls"))
-    except ValueError as exc:
+    except ValueError as exc:  # asking again gets the same URLs: final, not retried
         raise TransportError(
-            f"get-4k-video answer is malformed ({exc})", status=env.http_status, task_id=task_id
+            f"get-4k-video answer is malformed ({exc})",
+            status=env.http_status,
+            task_id=task_id,
+            retryable=False,
         ) from None
     # Kie may name the 4K job with an id of its own (undocumented): keep it, never rely on it.
     job_id = data.get("taskId")

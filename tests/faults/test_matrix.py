@@ -116,7 +116,7 @@ async def test_connection_refused(
 async def test_unresolvable_host(make_client: ClientFactory) -> None:
     """A host name that does not resolve: a timeout from TransportError at the deadline, not a
     hang (.invalid never resolves)."""
-    client = make_client(base_url="http://kie.invalid", retry_policy=RETRY)
+    client = make_client(base_url="https://kie.invalid", retry_policy=RETRY)
     with pytest.raises(veo4k.WaitTimeoutError) as info:
         await client.wait_for_4k("t", timeout=PERSISTENT_DEADLINE)
     assert isinstance(info.value.__cause__, veo4k.TransportError)

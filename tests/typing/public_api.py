@@ -30,8 +30,10 @@ async def typed_usage(kie: FakeKie) -> None:
     event: veo4k.CallbackEvent = await receiver.handle(b"{}", {}, token=receiver.token)
     server = veo4k.CallbackServer(
         receiver, port=0, public_url=None, header_timeout=10.0, keepalive_timeout=15.0,
-        max_connections=512, close_timeout=5.0,
+        max_connections=512, close_timeout=5.0, max_connections_per_peer=256,
+        max_header_bytes=32 * 1024,
     )  # fmt: skip
+    cut_off: int = server.oversized_connections + server.refused_connections
     strict = veo4k.Veo4kClient("k", allow_http=False, allow_private_hosts=False)
     async with server, veo4k.Veo4kClient(callbacks=server, trust_callback_urls=False) as hybrid:
         await hybrid.wait_for_4k("veo_task_1")
@@ -55,7 +57,7 @@ async def typed_usage(kie: FakeKie) -> None:
         code: int = exc.code
         msg: str = exc.msg
         task: str | None = exc.task_id
-    del strict
+    del strict, cut_off
     del ready, url, record, maybe, error, first, one, code, msg, task, path, counts, event, valid
 
 
@@ -77,8 +79,10 @@ async def issue_11_names() -> None:
         veo4k.SubKeyLimitError,
     )
     transient: bool = veo4k.is_transient(veo4k.UpstreamTimeoutError(408, "slow"))
-    fake = veo4k.testing.FakeKie(require_user_agent=True)
+    fake = veo4k.testing.FakeKie(require_user_agent=True, hostile={veo4k.testing.Hostile.MARKUP})
+    fake.hostile.add(veo4k.testing.Hostile.GZIP_BOMB)
+    markup: str = veo4k.testing.MARKUP_TEXT
     session = veo4k.testing.InProcessSession(fake)
     base: str = veo4k.testing.SIMULATED_BASE_URL
     fake.inject(veo4k.testing.FaultKind.EDGE_BLOCK, until=60.0)
-    del job, credits, full, final_errors, transient, session, base
+    del job, credits, full, final_errors, transient, session, base, markup

@@ -41,7 +41,9 @@ Kie's final answers (4K unavailable, source failed) are only listed, unless
 
 CLIENT_OPTIONS = frozenset(inspect.signature(Veo4kClient).parameters)
 OPT_INS = {
-    "allow_http": "allow plain-http Kie and file URLs, e.g. a local fake (default: https only)",
+    "allow_http": "allow plain-http Kie and file URLs: the API key then crosses the network "
+    "in clear text (default: https only; a loopback KIE_BASE_URL, e.g. a local fake, needs "
+    "no flag)",
     "allow_private_hosts": "allow private and loopback hosts (default: public hosts only)",
 }
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import os
 import pathlib
 import re
+import stat
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -105,6 +107,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, Veo4kError | TimeoutError):
         where = f" {exc.filename}" if exc.filename else ""
         return f"cannot write{where}: {exc.strerror or exc}"
+    if not isinstance(exc, Veo4kError | OSError):
+        return f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)"[:500]
     return _CLASS_NAME.sub("", str(exc)).replace("\n", " ")
 
 
@@ -169,6 +173,8 @@ class _Run:
         self.requests: dict[tuple[str, int], int] = {}
         self.disk_full: str = ""
         """Set by the first ENOSPC: later downloads are not started, waits go on."""
+        self.broken: JournalError | None = None
+        """Set when a journal write made inside a wait failed: that wait stops with it."""
 
     async def one(self, entry: Entry) -> TaskReport:
         task_id, index = entry.task_id, entry.index
@@ -204,6 +210,10 @@ class _Run:
                 path, size = await self._download(result, dest)
         except (Veo4kError, OSError) as exc:
             return self._failed(task_id, index, exc, result)
+        except JournalError:
+            raise  # the batch stops: nothing more could be recorded
+        except Exception as exc:  # a bug fails its task, summarised with its type; not the batch
+            return self._failed(task_id, index, exc, result)
         self.journal.record(task_id, index, State.DOWNLOADED, path=str(path), size=size)
         return report(status="downloaded", urls=result.result_urls, path=str(path),
                           size=size, requests=result.requests, elapsed=result.elapsed)  # fmt: skip
@@ -214,7 +224,8 @@ class _Run:
         # a task whose 4K is known failed only its download: a rerun may fix that
         kind = classify(exc) if result is None else Kind.RETRYABLE
         reason = describe(exc)
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE and not self.disk_full:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__  # download(): the cause
+        if isinstance(cause, OSError) and cause.errno in _NO_SPACE and not self.disk_full:
             self.disk_full = reason
         if result is None:
             self.journal.record(task_id, index, State.FAILED, error=reason, kind=kind)
@@ -229,25 +240,40 @@ class _Run:
         if self.disk_full:
             raise OSError(errno.ENOSPC, "not started: the disk is full", str(dest))
         # a file already there (a run killed between rename and journal, or truncated by
-        # someone) is fetched again: the size of a good one is not known until the host says
-        path = await self.client.download(result, dest, overwrite=True)
+        # someone) is fetched again: the size of a good one is not known until the host says.
+        # The folder is given, not the file: a folder in the way of the file is then an
+        # error (EISDIR), not a place to write into.
+        path = await self.client.download(result, f"{dest.parent}{os.sep}", overwrite=True)
         return path, path.stat().st_size
 
     async def _wait(self, task_id: str, index: int) -> FourKResult:
         submitted = False
+        me = asyncio.current_task()
 
         def on_update(event: WaitEvent) -> None:
             nonlocal submitted
             self.requests[(task_id, index)] = event.attempt
             if not submitted and event.state in (WaitState.SUBMITTED, WaitState.PROCESSING):
                 submitted = True
-                self.journal.record(task_id, index, State.SUBMITTED)
+                try:
+                    self.journal.record(task_id, index, State.SUBMITTED)
+                except JournalError as exc:  # the client would only log it: stop this wait
+                    self.broken = self.broken or exc
+                    if me is not None:
+                        me.cancel()
+                    return
             self.sink.event(event)
 
-        result = await self.client.wait_for_4k(
-            task_id, index, timeout=self.options.timeout,
-            callback_url=self.options.callback_url, on_update=on_update,
-        )  # fmt: skip
+        try:
+            result = await self.client.wait_for_4k(
+                task_id, index, timeout=self.options.timeout,
+                callback_url=self.options.callback_url, on_update=on_update,
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            if self.broken is None or me is None or not me.cancelling():
+                raise
+            me.uncancel()
+            raise self.broken from None  # the batch stops with exit 4, as documented
         self.journal.record(task_id, index, State.DONE, urls=result.result_urls)
         self.sink.done(result)
         return result
@@ -256,7 +282,7 @@ class _Run:
 def _intact(path: pathlib.Path, size: int | None) -> bool:
     """The file is there, non-empty, and as long as journaled (when known)."""
     try:
-        actual = path.stat().st_size
+        st = path.stat()
     except OSError:
         return False
-    return actual > 0 and (size is None or actual == size)
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0 and (size is None or st.st_size == size)

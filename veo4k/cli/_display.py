@@ -13,14 +13,15 @@ from typing import Any, Self, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .._models import FourKResult, WaitEvent, WaitState
 from .._progress import BatchProgress
 from ._batch import TaskReport
 
 __all__ = [
-    "JsonLines", "PlainLines", "RichProgress", "detach", "footer", "plural", "summary_table",
-    "write",
+    "JsonLines", "PlainLines", "RichProgress", "detach", "footer", "inert", "plural",
+    "summary_table", "write",
 ]  # fmt: skip
 
 STATUSES = ("downloaded", "done", "skipped", "failed", "replayed", "interrupted")
@@ -38,6 +39,18 @@ def detach(out: TextIO) -> None:
     """Send the rest of a closed stdout to /dev/null (no 'Exception ignored' at exit)."""
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def inert(text: object) -> str:
+    """``text`` safe for a terminal: every character that is not printable (C0 and C1
+    controls such as ESC, bidi overrides and other format characters, line and paragraph
+    separators) is shown as its Python escape (``\\x1b``, ``\\u202e``). Server text goes
+    through this before any display; Rich renders it as :class:`~rich.text.Text`, never as
+    markup. The journal and ``--json`` keep it raw (JSON escapes it itself)."""
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
 def plural(count: int, word: str) -> str:
@@ -82,7 +95,7 @@ class PlainLines:
         name = f"{report.task_id}:{report.index} {report.status}"
         if report.path:
             self._line(f"{name} {pathlib.Path(report.path).name} ({_kib(report.size)})")
-        elif report.status in ("failed", "replayed"):
+        elif report.status in ("failed", "replayed"):  # the reason is in the summary
             self._line(f"{name} ({report.kind}; reason in the summary)")
         else:
             self._line(name)
@@ -217,9 +230,10 @@ def summary_table(reports: Sequence[TaskReport]) -> Table:
         if r.path:
             detail = f"{pathlib.Path(r.path).name} ({_kib(r.size)})"
         elif r.error:
-            detail = r.error if len(r.error) <= 120 else r.error[:117] + "..."
+            detail = inert(r.error)
+            detail = detail if len(detail) <= 120 else detail[:117] + "..."
         else:
             detail = r.urls[0] if r.urls else ""
-        table.add_row(f"{r.task_id}:{r.index}", f"[{style}]{r.status}[/]",
-                      str(r.requests or ""), detail)  # fmt: skip
+        table.add_row(Text(inert(f"{r.task_id}:{r.index}")), Text(r.status, style=style),
+                      str(r.requests or ""), Text(inert(detail)))  # fmt: skip
     return table

@@ -9,11 +9,14 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+from collections.abc import Iterable
 
 from .. import _validate as check
 from .._errors import APIError, ConfigurationError
 
-__all__ = ["InputError", "TaskList", "parse_task", "read_task_file", "read_tasks"]
+__all__ = [
+    "InputError", "TaskList", "case_clashes", "parse_task", "read_task_file", "read_tasks",
+]  # fmt: skip
 
 MAX_INPUT_BYTES = 64 * 1024**2
 
@@ -34,6 +37,7 @@ class TaskList:
         self.notes: list[str] = []
         self.errors: list[str] = []
         self._seen: dict[tuple[str, int], str] = {}
+        self._files: dict[str, tuple[str, int]] = {}
 
     def add(self, spec: str, where: str) -> None:
         try:
@@ -47,6 +51,35 @@ class TaskList:
             return
         self._seen[pair] = where
         self.pairs.append(pair)
+        other = self._files.setdefault(file_key(pair), pair)
+        if other != pair:
+            self.errors.append(
+                f"{where}: {pair[0]}:{pair[1]} and {other[0]}:{other[1]} ({self._seen[other]}) "
+                f"differ only in case: {CASE_CLASH}"
+            )
+
+
+CASE_CLASH = (
+    "they would share one file on a case-insensitive file system (macOS, Windows); "
+    "run them with different --out folders"
+)
+
+
+def file_key(pair: tuple[str, int]) -> str:
+    """The download file name as a case-insensitive file system compares it."""
+    return check.result_file_name(*pair).casefold()
+
+
+def case_clashes(pairs: list[tuple[str, int]], known: Iterable[tuple[str, int]]) -> list[str]:
+    """Tasks of this run whose file name differs only in case from one already in the
+    journal (an earlier run into the same folder): one problem line each."""
+    earlier = {file_key(pair): pair for pair in known}
+    return [
+        f"{t}:{i} and {earlier[key][0]}:{earlier[key][1]} (in the journal) differ only in "
+        f"case: {CASE_CLASH}"
+        for t, i in pairs
+        if (key := file_key((t, i))) in earlier and earlier[key] != (t, i)
+    ]
 
 
 def parse_task(text: str) -> tuple[str, int]:

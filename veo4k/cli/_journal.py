@@ -14,9 +14,11 @@ releases when the process dies, even by ``kill -9``, so a stale lock cannot exis
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,10 +27,15 @@ from typing import Self
 
 import attrs
 
+from .. import _validate as check
+
 try:  # POSIX; on Windows the journal is used without the one-run guard
     import fcntl
 except ImportError:  # pragma: no cover - depends on the platform
     fcntl = None  # type: ignore[assignment]  # reason: optional platform module
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO planted there must not block the open
 
 __all__ = [
     "SCHEMA_VERSION", "Entry", "Journal", "JournalError", "JournalLocked", "Kind", "State", "lock",
@@ -107,8 +114,10 @@ def lock(journal: Path) -> Iterator[None]:
     ``kill -9`` leaves no stale lock to clean up. The stdlib suffices, so no dependency.
     """
     path = journal.with_name(journal.name + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,15 +128,77 @@ def lock(journal: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def _own_file(path: Path) -> tuple[int, int]:
+    """Open (or create) the journal ourselves first, never through a symlink, and refuse a
+    symlink at SQLite's companion files (``-wal``, ``-shm``, ``-journal``): SQLite follows
+    links. Returns the file's (device, inode) to compare with what SQLite opened."""
+    for companion in ("-wal", "-shm", "-journal"):
+        if os.path.islink(f"{path}{companion}"):
+            raise JournalError(f"{path}{companion} is a symlink; refusing to write through it")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise JournalError(f"{path} is a symlink; refusing to write through it") from None
+        raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from None
+    try:  # closed before SQLite opens it: closing a descriptor drops a process's POSIX locks
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise JournalError(f"{path} is not a regular file")
+    return st.st_dev, st.st_ino
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+_STATES = frozenset({State.QUEUED, State.SUBMITTED, State.DONE, State.DOWNLOADED, State.FAILED})
+
+
+def _entry(row: tuple[object, ...]) -> Entry | None:
+    """A row as an Entry, or None if any cell is not what veo4k writes (a hand-edited or
+    damaged file): the journal is then refused as a whole, never half-trusted."""
+    task_id, index, state, urls, error, path, size, kind = row
+    try:
+        url_list = json.loads(urls) if isinstance(urls, str) else None
+    except ValueError:
+        return None
+    if (
+        not check.is_task_id(task_id)
+        or isinstance(index, bool)
+        or not isinstance(index, int)
+        or state not in _STATES
+        or not isinstance(url_list, list)
+        or not all(isinstance(u, str) for u in url_list)
+        or not all(isinstance(v, str) for v in (error, path, kind))
+        or isinstance(size, bool)
+        or not isinstance(size, int)
+    ):
+        return None
+    assert isinstance(task_id, str)  # for mypy: checked just above
+    return Entry(task_id, index, str(state), tuple(url_list), str(error), str(path), size,
+                 str(kind))  # fmt: skip
+
+
 class Journal:
     """A SQLite file (WAL mode) recording each task's transitions; safe across crashes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        made = _own_file(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from None
+        if _identity(self.path) != made:  # swapped between our open and SQLite's
+            self._db.close()
+            raise JournalError(f"{self.path} changed while it was opened; try again")
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
@@ -175,12 +246,22 @@ class Journal:
 
     def entries(self) -> dict[tuple[str, int], Entry]:
         """Every task's last state."""
-        rows = self._db.execute(
-            "SELECT task_id, idx, state, urls, error, path, size, kind FROM tasks"
-        ).fetchall()
-        return {
-            (r[0], r[1]): Entry(r[0], r[1], r[2], tuple(json.loads(r[3])), *r[4:]) for r in rows
-        }
+        try:
+            rows = self._db.execute(
+                "SELECT task_id, idx, state, urls, error, path, size, kind FROM tasks"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}") from None
+        entries = {}
+        for row in rows:
+            entry = _entry(row)
+            if entry is None:
+                raise JournalError(
+                    f"{self.path} has a corrupt row (task {str(row[0])[:80]!r}); move the "
+                    "journal away to start over"
+                )
+            entries[(entry.task_id, entry.index)] = entry
+        return entries
 
     def enqueue(self, pairs: Iterable[tuple[str, int]]) -> None:
         """Record new tasks as queued; tasks already known keep their state."""

@@ -30,6 +30,7 @@ from ._args import (
 )
 from ._batch import describe
 from ._demo import run_demo
+from ._display import inert
 from ._inputs import InputError
 from ._journal import JournalError, JournalLocked
 from ._upscale import run_upscale
@@ -62,8 +63,14 @@ async def _status(task_id: str, as_json: bool, out: TextIO) -> int:
     else:
         for key, value in fields.items():
             if value not in (None, [], ""):
-                print(f"{key:>14}: {value}", file=out)
+                shown = ", ".join(value) if isinstance(value, list) else value
+                print(f"{key:>14}: {inert(shown)}", file=out)
     return EXIT_OK
+
+
+def _error(err: TextIO, message: str) -> None:
+    """One line on stderr; whatever it quotes (a server's words, a path) shown inert."""
+    print(f"veo4k: error: {inert(message)}", file=err)
 
 
 def _testing(argv: Sequence[str]) -> int:
@@ -92,19 +99,19 @@ def main(
         return asyncio.run(run_upscale(args, out, err))
     except InputError as exc:
         for line in exc.lines:
-            print(f"veo4k: error: {line}", file=err)
+            _error(err, line)
         if len(exc.lines) > 1:
             print(f"veo4k: {len(exc.lines)} problems; nothing was sent", file=err)
         return EXIT_USAGE
     except UsageError as exc:
-        print(f"veo4k: error: {exc}", file=err)
+        _error(err, str(exc))
         return EXIT_USAGE
     except JournalLocked as exc:
-        print(f"veo4k: error: another veo4k run is using the journal {exc} (same --out); "
-              "wait for it to finish or use another --out", file=err)  # fmt: skip
+        _error(err, f"another veo4k run is using the journal {exc} (same --out); "
+               "wait for it to finish or use another --out")  # fmt: skip
         return EXIT_LOCKED
     except JournalError as exc:
-        print(f"veo4k: error: {exc}", file=err)
+        _error(err, str(exc))
         return EXIT_JOURNAL
     except ConfigurationError as exc:
         message = str(exc)
@@ -112,14 +119,17 @@ def main(
             message = "no API key: set the KIE_API_KEY environment variable"
         elif "base_url" in message:
             message = message.replace("base_url", "KIE_BASE_URL")
-        print(f"veo4k: error: {message}", file=err)
+            message = message.replace("allow_http=True", "--allow-http")
+        elif message.startswith("api_key"):
+            message = "KIE_API_KEY" + message.removeprefix("api_key")
+        _error(err, message)
         return EXIT_USAGE
     except Veo4kError as exc:
-        print(f"veo4k: error: {describe(exc)}", file=err)
+        _error(err, describe(exc))
         return EXIT_FAILED
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"veo4k: error: {exc.strerror or exc}{where}", file=err)
+        _error(err, f"{exc.strerror or exc}{where}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("veo4k: interrupted; rerun the same command to resume", file=err)

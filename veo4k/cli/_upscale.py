@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import ipaddress
+import os
 import pathlib
 import signal
+import tempfile
 from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -15,6 +19,7 @@ from urllib.parse import urlsplit
 import attrs
 from rich.console import Console
 
+from .. import _validate as check
 from .._callback_server import CallbackServer
 from .._client import Veo4kClient
 from .._config import PollPolicy, RateLimit
@@ -28,8 +33,16 @@ from ._args import (
     UsageError,
 )
 from ._batch import BatchOptions, TaskReport, run_batch
-from ._display import JsonLines, PlainLines, RichProgress, detach, plural, summary_table
-from ._inputs import read_tasks
+from ._display import (
+    JsonLines,
+    PlainLines,
+    RichProgress,
+    detach,
+    inert,
+    plural,
+    summary_table,
+)
+from ._inputs import InputError, case_clashes, read_tasks
 from ._journal import Journal, lock
 
 __all__ = ["prepare_out", "run_upscale"]
@@ -63,17 +76,40 @@ def _rate_limit(text: str) -> RateLimit:
 
 def _listen(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535 or (not host and ":" not in text):
-        raise UsageError(f"bad --listen {text!r}: expected HOST:PORT with PORT 0-65535")
-    return host.strip("[]") if host != "[::]" else "::", int(port)
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (
+        not port.isdigit()
+        or not 0 <= int(port) <= 65535
+        or (not host and ":" not in text)
+        or "[" in inner
+        or "]" in inner
+        or (":" in inner and not _is_ipv6(inner))
+        or any(not c.isprintable() or c.isspace() for c in inner)
+    ):
+        raise UsageError(
+            f"bad --listen {text!r}: expected HOST:PORT with PORT 0-65535 ([IPv6]:PORT)"
+        )
+    return inner, int(port)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _callback_server(args: argparse.Namespace) -> CallbackServer | None:
     if args.callback_url is not None:
         url = args.callback_url.strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"bad --callback-url {url!r}: expected an http(s) URL with a host")
+        try:
+            check.callback_url(url, "--callback-url")
+        except ConfigurationError as exc:
+            detail = (
+                str(exc).partition("--callback-url: ")[2] or "expected an http(s) URL with a host"
+            )
+            raise UsageError(f"bad --callback-url {url!r}: {detail}") from None
     if not args.listen:
         return None
     host, port = _listen(args.listen)
@@ -104,15 +140,20 @@ def _hold(stack: contextlib.AsyncExitStack, journal: pathlib.Path) -> None:
     try:
         stack.enter_context(lock(journal))
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink planted there
+            raise UsageError(f"{exc.filename} is a symlink; refusing to write through it") from None
         raise UsageError(f"cannot write in {journal.parent}: {exc.strerror or exc}") from None
 
 
 def _probe(folder: pathlib.Path) -> None:
-    """Write and remove a small file: a read-only folder is refused before anything is sent."""
-    probe = folder / ".veo4k-write-test"
+    """Create and remove a file: a read-only folder is refused before anything is sent.
+
+    ``mkstemp`` makes a new name with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a symlink planted in
+    the folder is never followed, and no file of anyone else is truncated."""
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, name = tempfile.mkstemp(prefix=".veo4k-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
     except OSError as exc:
         raise UsageError(f"cannot write in {folder}: {exc.strerror or exc}") from None
 
@@ -126,7 +167,7 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     """Everything is checked before the lock, nothing is written before it is held."""
     tasks = read_tasks(args.tasks, args.from_file)
     for note in tasks.notes:
-        print(f"veo4k: note: {note}", file=err)
+        print(f"veo4k: note: {inert(note)}", file=err)
     server = _callback_server(args)
     # the URL opt-ins exist only on clients that offer them (flags are added the same way)
     opt_ins: dict[str, Any] = {name: True for name in OPT_INS if getattr(args, name, False)}
@@ -164,6 +205,9 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
                                  f"{exc.strerror or exc}") from None  # fmt: skip
             stack.push_async_callback(server.close)
         with Journal(journal_path) as journal:
+            clashes = case_clashes(tasks.pairs, journal.entries())
+            if clashes:
+                raise InputError(clashes)
             return await _run(client, server, tasks.pairs, journal, options, args.json, out, err)
 
 

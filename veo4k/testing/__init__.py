@@ -15,18 +15,21 @@ from __future__ import annotations
 from .._config import PollPolicy, RetryPolicy
 from ._fake import FakeKie
 from ._faults import Fault, FaultKind
+from ._hostile import MARKUP_TEXT, Hostile
 from ._inprocess import SIMULATED_BASE_URL, InProcessSession
 from ._model import CallbackShape, FakeTask, TaskOutcome, fake_video_bytes
 
 __all__ = [
     "FAST_POLICY",
     "FAST_RETRY",
+    "MARKUP_TEXT",
     "SIMULATED_BASE_URL",
     "CallbackShape",
     "FakeKie",
     "FakeTask",
     "Fault",
     "FaultKind",
+    "Hostile",
     "InProcessSession",
     "TaskOutcome",
     "fake_video_bytes",

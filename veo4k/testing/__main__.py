@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ._fake import FakeKie
+from ._hostile import Hostile
 
 _DESCRIPTION = """Serve the fake Kie server on 127.0.0.1 until stopped (Ctrl-C).
 Prints READY <base_url> <api_key> once listening; no rate limit unless asked."""
@@ -74,6 +75,7 @@ async def _serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         port=args.port,
         fault_rate=args.fault_rate,
+        hostile=set(args.hostile),
     ) as kie:
         print(f"READY {kie.base_url} {kie.api_key}", flush=True)
         await asyncio.Event().wait()
@@ -98,6 +100,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m veo4k.test
         help="share of requests answered with a random fault (default: 0)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--hostile", type=Hostile, action="append", default=[],
+                        choices=list(Hostile), metavar="MODE",
+                        help="a hostile mode, repeatable: " + ", ".join(Hostile))  # fmt: skip
     args = parser.parse_args(argv)
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -14,25 +14,38 @@ import aiohttp
 from aiohttp import web
 
 from .._signature import sign
+from ._hostile import NONCANONICAL_LOOPBACK, Hostile, etag_of, gzip_bomb
 from ._model import CallbackShape, FakeTask, Stats, callback_body, fake_video_bytes
 
 __all__ = ["CallbackSenderMixin", "FileHostMixin"]
 
 
 class FileHostMixin:
-    """Serves ``/files/{name}`` with Range support, expiry and interruptions; records any
-    Authorization header that reaches it (a client must never send its key there)."""
+    """Serves ``/files/{name}`` with Range and If-Range support, expiry and interruptions;
+    records any Authorization header that reaches it (a client must never send its key
+    there). ``file_versions[name] += 1`` changes a file's bytes and ETag (a resumed download
+    must notice); the :class:`Hostile` file-host modes apply here."""
 
     stats: Stats
     expired_files: set[str]
     interrupt_files: dict[str, int]
+    file_versions: dict[str, int]
     range_support: bool
     file_size: int
     file_base_url: str
+    hostile: set[Hostile]
 
     def result_url(self, task_id: str, index: int = 0) -> str:
         """Where the fake serves the 4K file of a task."""
-        return f"{self.file_base_url}/files/{task_id}_{index}.mp4"
+        base = self.file_base_url
+        if Hostile.NONCANONICAL_HOST in self.hostile:
+            base = base.replace("127.0.0.1", NONCANONICAL_LOOPBACK)
+        return f"{base}/files/{task_id}_{index}.mp4"
+
+    def file_bytes(self, name: str) -> bytes:
+        """The bytes served for ``name`` now (its current version)."""
+        version = self.file_versions.get(name, 0)
+        return fake_video_bytes(name if not version else f"{name}#{version}", self.file_size)
 
     async def _capture(self, request: web.Request) -> web.StreamResponse:
         if "Authorization" in request.headers:
@@ -46,33 +59,60 @@ class FileHostMixin:
             return web.Response(status=400, text="Authorization header sent to the file host")
         if name in self.expired_files:
             return web.Response(status=403, text="expired")
-        data = fake_video_bytes(name, self.file_size)
-        start = 0
+        data = self.file_bytes(name)
+        etag = etag_of(name, self.file_versions.get(name, 0))
         range_header = request.headers.get("Range", "")
-        if self.range_support and range_header.startswith("bytes=") and range_header.endswith("-"):
+        ranged = self.range_support and range_header.startswith("bytes=") and (
+            range_header.endswith("-"))  # fmt: skip
+        if Hostile.GZIP_BOMB in self.hostile:
+            return _raw(request, b"Content-Encoding: gzip\r\n", gzip_bomb())
+        if Hostile.TRUNCATE in self.hostile and not ranged:
+            return _raw(request, b"", data[: len(data) // 2])  # no length, cut halfway
+        start = 0
+        if ranged:
             self.stats.range_requests += 1
-            start = int(range_header[6:-1] or 0)
+            if request.headers.get("If-Range", etag) != etag:
+                self.stats.if_range_mismatches += 1  # changed since: the whole file, 200
+            else:
+                start = int(range_header[6:-1] or 0)
             if start >= len(data):
-                return web.Response(status=416)
-        status = 206 if start else 200
-        resp = web.StreamResponse(status=status)
-        resp.content_length = len(data) - start
+                return web.Response(
+                    status=416, headers={"Content-Range": f"bytes */{len(data)}", "ETag": etag}
+                )
+        body = data[start:]
+        resp = web.StreamResponse(status=206 if start else 200)
         resp.content_type = "video/mp4"
+        resp.headers["ETag"] = etag
         if start:
-            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            first = start
+            if Hostile.WRONG_RANGE in self.hostile:  # the right length from the wrong place
+                first, body = 0, data[: len(data) - start]
+            resp.headers["Content-Range"] = f"bytes {first}-{first + len(body) - 1}/{len(data)}"
+        resp.content_length = len(body)
         if self.range_support:
             resp.headers["Accept-Ranges"] = "bytes"
         await resp.prepare(request)
         cut = self.interrupt_files.pop(name, None)
         if cut is not None and cut > start:
-            await resp.write(data[start:cut])
+            await resp.write(body[: cut - start])
             transport = request.transport
             if transport is not None:
                 transport.abort()
             return resp
-        await resp.write(data[start:])
+        await resp.write(body)
         await resp.write_eof()
         return resp
+
+
+def _raw(request: web.Request, headers: bytes, body: bytes) -> web.Response:
+    """Answer 200 with ``body`` and no length (HTTP/1.0 style: ends at close), by hand: aiohttp
+    itself always sends a length or chunks."""
+    transport = request.transport
+    if transport is not None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nConnection: close\r\n"
+        transport.write(head + headers + b"\r\n" + body)
+        transport.close()
+    return web.Response(status=500)  # never sent: the connection is closed
 
 
 class CallbackSenderMixin:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ._delivery import CallbackSenderMixin, FileHostMixin
 from ._faults import EDGE_BLOCK_BODY, Fault, FaultKind, answer_fault, random_fault
+from ._hostile import MARKUP_TEXT, Hostile, deep_value, flood_headers
 from ._inprocess import InProcessMixin
 from ._model import (
     CREDIT,
@@ -47,6 +48,8 @@ class FakeKie(InProcessMixin, FileHostMixin, CallbackSenderMixin):
     ``(max_requests, period)`` over every API request, as a sliding window. With
     ``require_user_agent`` the fake answers as Kie's edge does to anonymous clients: a request
     with no User-Agent, or aiohttp's default one, gets HTTP 403 ``error code: 1010``.
+    ``hostile`` switches on :class:`Hostile` modes (markup in messages, deep JSON, truncated,
+    misranged or gzip-bombed files, non-canonical hosts in result URLs).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class FakeKie(InProcessMixin, FileHostMixin, CallbackSenderMixin):
         file_size: int = 65_536,
         host: str = "127.0.0.1",
         port: int = 0,
+        hostile: set[Hostile] | frozenset[Hostile] = frozenset(),
     ) -> None:
         self.api_key = api_key
         self.ready_after = ready_after
@@ -95,6 +99,8 @@ class FakeKie(InProcessMixin, FileHostMixin, CallbackSenderMixin):
         self.expired_files: set[str] = set()
         self.interrupt_files: dict[str, int] = {}
         self.range_support = True
+        self.file_versions: dict[str, int] = {}
+        self.hostile: set[Hostile] = {Hostile(h) for h in hostile}
         self._rng = random.Random(seed)
         self._faults: list[Fault] = []
         self._window: collections.deque[float] = collections.deque()
@@ -211,7 +217,13 @@ class FakeKie(InProcessMixin, FileHostMixin, CallbackSenderMixin):
 
     def _envelope(self, code: int, msg: str, data: Any = None) -> web.Response:
         status = code if self.mirror_status and code != 200 else 200
-        return web.json_response({"code": code, "msg": msg, "data": data}, status=status)
+        if Hostile.MARKUP in self.hostile and code != 200:
+            msg = f"{MARKUP_TEXT} {msg}"
+        if Hostile.DEEP_JSON in self.hostile and isinstance(data, dict):
+            data = {**data, "extra": deep_value()}
+        flood = flood_headers() if Hostile.HEADER_FLOOD in self.hostile else None
+        body = {"code": code, "msg": msg, "data": data}
+        return web.json_response(body, status=status, headers=flood)
 
     def _over_limit(self, now: float) -> bool:
         if self.rate_limit is None:
@@ -388,6 +400,8 @@ class FakeKie(InProcessMixin, FileHostMixin, CallbackSenderMixin):
             flag = 0
         source = f"{self.file_base_url}/files/{task.task_id}_1080p.mp4"
         data = record_data(task, flag, source)
+        if Hostile.MARKUP in self.hostile and data.get("errorMessage"):
+            data["errorMessage"] = f"{MARKUP_TEXT} {data['errorMessage']}"
         if task.record_quirks:  # "message" instead of "msg"
             return web.json_response({"code": 200, "message": "success", "data": data})
         return self._envelope(200, "success", data)

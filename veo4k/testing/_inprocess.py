@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
 from ._faults import Fault, FaultKind, fault_answer
 from ._model import FOURK, RECORD
-
-if TYPE_CHECKING:
-    from ._fake import FakeKie
 
 __all__ = ["SIMULATED_BASE_URL", "InProcessMixin", "InProcessSession"]
 
@@ -127,7 +124,25 @@ class InProcessMixin:
         return resp.status, resp.body, dict(resp.headers)
 
 
-SIMULATED_BASE_URL = "http://kie.simulated"
+class _Responder(Protocol):
+    """What :class:`InProcessSession` needs of a fake (FakeKie): no import of it, no cycle."""
+
+    file_base_url: str
+
+    def respond(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]: ...
+
+
+SIMULATED_BASE_URL = "http://127.0.0.1:9"
+"""Loopback (the discard port, where nothing answers): a client sends its key over plain http
+only to loopback, and an InProcessSession never opens a socket for it anyway."""
 SIMULATED_FILE_BASE_URL = "http://files.kie.simulated"
 
 
@@ -169,7 +184,7 @@ with warnings.catch_warnings():
     class InProcessSession(aiohttp.ClientSession):
         """Pass as ``Veo4kClient(session=..., base_url=SIMULATED_BASE_URL)``."""
 
-        def __init__(self, fake: FakeKie) -> None:
+        def __init__(self, fake: _Responder) -> None:
             super().__init__()
             self._fake = fake
             if not fake.file_base_url:  # not serving: result URLs still need a host to pass checks

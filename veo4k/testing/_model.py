@@ -121,6 +121,8 @@ class Stats:
     faults_fired: collections.Counter[str] = attrs.field(factory=collections.Counter)
     file_auth_violations: list[str] = attrs.field(factory=list)
     range_requests: int = 0
+    if_range_mismatches: int = 0
+    """Ranged requests whose If-Range named an older version: answered with the whole file."""
     callbacks_sent: int = 0
     callbacks_failed: int = 0
 
