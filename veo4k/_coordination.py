@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 import attrs
 
-from ._callbacks import CallbackEvent
 from ._config import RateLimit
 from ._limiter import Limiter, Pacer
-from ._models import FourKStatus
+from ._models import CallbackEvent, FourKStatus
 
 if TYPE_CHECKING:
     from ._transport import Counter, RetryHook

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 
 import attrs
 
 from ._errors import Veo4kError
 
 __all__ = [
+    "CallbackEvent",
     "FourKResult",
     "FourKStatus",
     "Outcome",
@@ -149,3 +150,25 @@ class Outcome:
     def ok(self) -> bool:
         """True when the 4K is ready."""
         return self.result is not None
+
+
+@attrs.frozen(kw_only=True)
+class CallbackEvent:
+    """One callback delivery from Kie, whatever shape it came in."""
+
+    task_id: str
+    ok: bool
+    """True when Kie reports success and sends at least one result URL."""
+    code: int
+    msg: str
+    result_urls: tuple[str, ...] = ()
+    image_urls: tuple[str, ...] = ()
+    received_at: datetime = attrs.field(factory=lambda: datetime.now(UTC))
+    duplicate: bool = False
+    """An earlier delivery of the same task and outcome was already dispatched."""
+
+    @property
+    def unavailable(self) -> bool:
+        """Kie says the 4K version of this video is unavailable (permanent)."""
+        low = self.msg.lower()
+        return not self.ok and "unavailable" in low and "4k" in low

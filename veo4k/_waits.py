@@ -14,11 +14,10 @@ import functools
 import random
 from collections.abc import Callable, Iterable
 
-from ._callbacks import CallbackEvent
 from ._config import PollPolicy, RetryPolicy
 from ._errors import ClientStateError, FourKUnavailableError
 from ._listeners import ListenerHub
-from ._models import FourKStatus
+from ._models import CallbackEvent, FourKStatus
 from ._poll import GetRecord, SharedWait, Submit, Subscription
 
 __all__ = ["WaitRegistry", "settle"]
