@@ -33,8 +33,9 @@ from ._errors import (
 )
 from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
-from ._poll import Listener, SharedWait, Subscription
+from ._poll import Listener, SharedWait
 from ._secret import ApiKey
+from ._subscriptions import Subscription
 from ._transport import Api, Counter, default_user_agent
 from ._urls import HostPolicy, is_loopback_url
 from ._waits import WaitRegistry
@@ -168,9 +169,9 @@ class Veo4kClient:
                 self._kie.request_4k, owner=owner, trust=self._trust_callback_urls
             ),
             get_record=self._kie.get_record,
+            limiter=self._limiter,
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
-            max_steps=max_connections,
             retry=self._retry_policy,
             on_forget=functools.partial(self._coordinator.release, owner=owner),
         )
@@ -319,12 +320,16 @@ class Veo4kClient:
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
-        policy, callback_url = self._plan(poll_policy, callback_url)
+        policy, callback_url, basis = self._plan(poll_policy, callback_url)
+        explicit = timeout is not None
         limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         loop = asyncio.get_running_loop()
-        shared = self._join(task_id, index, policy, callback_url)
+        shared = self._join(task_id, index, policy, callback_url, basis)
         fut: asyncio.Future[FourKResult] = loop.create_future()
-        sub = Subscription(fut, deadline=loop.time() + limit, timeout=limit, listener=on_update)
+        sub = Subscription(
+            fut, timeout=limit, listener=on_update, since=loop.time(), explicit=explicit,
+            queue_timeout=policy.queue_timeout,
+        )  # fmt: skip
         shared.subscribe(sub)
         try:
             return await fut
@@ -337,15 +342,21 @@ class Veo4kClient:
 
     def _plan(
         self, poll_policy: PollPolicy | None, callback_url: str | None
-    ) -> tuple[PollPolicy, str | None]:
+    ) -> tuple[PollPolicy, str | None, PollPolicy]:
         """The policy and callback URL of a wait: with a CallbackServer, its URL and the
-        client's policy as a sparse safety net (same timeout), unless the caller chose."""
+        client's policy as a sparse safety net (same timeout), unless the caller chose; and
+        the policy its upscale's duration is estimated from (never the safety net)."""
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
         if self._callbacks is not None and callback_url is None:
             net = self._callback_policy or self._poll_policy.safety_net()
-            return poll_policy or net, self._default_callback_url()
-        return poll_policy or self._poll_policy, callback_url
+            return (
+                poll_policy or net,
+                self._default_callback_url(),
+                poll_policy or self._poll_policy,
+            )
+        policy = poll_policy or self._poll_policy
+        return policy, callback_url, policy
 
     def _default_callback_url(self) -> str:
         if self._callback_url is not None and self._receiver is not None:
@@ -354,10 +365,15 @@ class Veo4kClient:
         return self._callbacks.url
 
     def _join(
-        self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
+        self,
+        task_id: str,
+        index: int,
+        policy: PollPolicy,
+        callback_url: str | None,
+        basis: PollPolicy | None = None,
     ) -> SharedWait:
         early = self._receiver.recent(task_id) if self._receiver else None
-        return self._waits.join(task_id, index, policy, callback_url, early=early)
+        return self._waits.join(task_id, index, policy, callback_url, early=early, basis=basis)
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -421,14 +437,15 @@ class Veo4kClient:
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
-        policy, callback_url = self._plan(poll_policy, callback_url)
-        limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
+        policy, callback_url, basis = self._plan(poll_policy, callback_url)
+        if timeout is not None:
+            timeout = check.positive_seconds(timeout, "timeout")
 
         def join(task_id: str, index: int) -> SharedWait:
-            return self._join(task_id, index, policy, callback_url)
+            return self._join(task_id, index, policy, callback_url, basis)
 
         async with contextlib.aclosing(
-            outcomes(join, pairs, limit=limit, on_update=on_update)
+            outcomes(join, pairs, timeout=timeout, policy=policy, on_update=on_update)
         ) as stream:
             async for outcome in stream:
                 yield outcome

@@ -103,6 +103,9 @@ class TaskRecord:
 class WaitState(enum.StrEnum):
     """Where a wait stands, as reported to ``on_update``."""
 
+    QUEUED = "queued"
+    """The submission waits for the account's budget: nothing was sent yet, and a default
+    timeout has not started (it counts from the submission)."""
     SUBMITTED = "submitted"
     """The 4K job was accepted (or was already running); polling follows."""
     PROCESSING = "processing"

@@ -1,24 +1,27 @@
 """The shared poll loops of one client, keyed by (task id, index), and the callbacks routed
 to them.
 
-A wait joins the loop of its task and index (starting it if needed) and leaves it when done;
-the last one to leave stops it. Each new loop takes the next point of a golden-ratio sequence
-as the phase of its first-delay jitter, so a batch started together polls evenly spread.
+A wait joins the loop of its task and index (making it if needed; its first subscriber starts
+it) and leaves it when done; the last one to leave stops it. Each new loop takes the next point
+of a golden-ratio sequence as the phase of its first-delay jitter, so a batch started together
+polls evenly spread. Loops ask the client's limiter for their slots themselves: the registry
+only finds, signals and forgets them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import random
 from collections.abc import Callable, Iterable
 
 from ._config import PollPolicy, RetryPolicy
 from ._errors import ClientStateError, FourKUnavailableError
+from ._limiter import Limiter
 from ._listeners import ListenerHub
 from ._models import CallbackEvent, FourKStatus
-from ._poll import GetRecord, SharedWait, Submit, Subscription
+from ._poll import GetRecord, SharedWait, Submit
+from ._subscriptions import Subscription
 
 __all__ = ["WaitRegistry", "settle"]
 
@@ -33,9 +36,9 @@ class WaitRegistry:
         *,
         submit: Submit,
         get_record: GetRecord,
+        limiter: Limiter,
         rng: random.Random,
         trust_callback_urls: bool,
-        max_steps: int = 100,
         retry: RetryPolicy | None = None,
         on_forget: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -52,11 +55,7 @@ class WaitRegistry:
         self._by_task: dict[str, list[SharedWait]] = {}
         self._phase = rng.random()  # where this client's low-discrepancy sequence starts
         self.closing = False
-        # Requests in flight are bounded; loops whose request is due wait here, in order, as
-        # nothing but a deque slot (a queued task would keep ~8 live objects per loop).
-        self._max_steps = max_steps
-        self._ready: collections.deque[SharedWait] = collections.deque()
-        self._running: set[SharedWait] = set()
+        self._limiter = limiter
         self._on_forget = on_forget  # the coordinator frees the task's lease
 
     def __len__(self) -> int:
@@ -70,10 +69,13 @@ class WaitRegistry:
         callback_url: str | None,
         *,
         early: CallbackEvent | None = None,
+        basis: PollPolicy | None = None,
     ) -> SharedWait:
-        """The running loop for ``(task_id, index)``, started now if there is none.
+        """The loop for ``(task_id, index)``, made now if there is none (subscribe to it: the
+        first waiter starts it).
 
-        ``early`` is a callback that came before anyone waited: it is applied at once.
+        ``early`` is a callback that came before anyone waited: the loop acts on it first.
+        ``basis`` is the policy an upscale's duration is estimated from (default: ``policy``).
         """
         key = (task_id, index)
         shared = self._waits.get(key)
@@ -90,14 +92,13 @@ class WaitRegistry:
         )
         shared = SharedWait(
             task_id, index, policy, self._rng, now=loop.time(), phase=self._phase,
-            submit=submit, get_record=self._get_record, on_end=self._finished,
-            launch=self._launch, retry=self._retry, hub=self.listeners,
+            submit=submit, get_record=self._get_record, on_end=self._forget,
+            limiter=self._limiter, retry=self._retry, hub=self.listeners, basis=basis,
         )  # fmt: skip
         self._waits[key] = shared
         self._by_task.setdefault(task_id, []).append(shared)
         if early is not None:
             self._signal(shared, early)
-        shared.start()
         return shared
 
     @staticmethod
@@ -116,7 +117,6 @@ class WaitRegistry:
         await self.listeners.close()
         self._waits.clear()
         self._by_task.clear()
-        self._ready.clear()
 
     def on_callback(self, event: CallbackEvent) -> None:
         """Route a verified callback to the loops of its task."""
@@ -149,28 +149,6 @@ class WaitRegistry:
             shared.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
         else:
             shared.signal()
-
-    def _launch(self, shared: SharedWait) -> None:
-        if len(self._running) < self._max_steps:
-            self._begin(shared)
-        else:
-            self._ready.append(shared)
-
-    def _begin(self, shared: SharedWait) -> None:
-        shared.begin_step()
-        if shared.step is not None:
-            self._running.add(shared)
-            shared.step.add_done_callback(functools.partial(self._step_ended, shared))
-
-    def _step_ended(self, shared: SharedWait, _: object) -> None:
-        self._running.discard(shared)
-        while self._ready and len(self._running) < self._max_steps:
-            nxt = self._ready.popleft()
-            if not nxt.stopping:
-                self._begin(nxt)
-
-    def _finished(self, shared: SharedWait) -> None:
-        self._forget(shared)
 
     def _forget(self, shared: SharedWait) -> None:
         key = (shared.task_id, shared.index)

@@ -1,11 +1,14 @@
 """A client's rate limiter over the namespace's shared GCRA schedule in Redis.
 
-Each process keeps at most one reservation on the shared schedule at a time (its local waiters
-queue first come first served behind an ``asyncio.Lock``), so K busy processes take turns
-slot by slot: nobody starves, and the namespace as a whole never goes faster than the schedule.
-A waiter cancelled while it sleeps towards its reserved slot leaves that slot to the next local
-waiter, so deadlines hold without wasting the budget. When Redis is unavailable the client
-falls back to a local :class:`~veo4k._limiter.Pacer` at ``fallback_share`` of ``rate_limit``.
+Each process keeps at most one reservation on the shared schedule at a time (one server task
+reserves the next slot, sleeps until it, and repeats while local requests wait), so K busy
+processes take turns slot by slot: nobody starves, and the namespace as a whole never goes
+faster than the schedule. Each slot goes, at the moment it comes, to the best local candidate
+of this client's :class:`~veo4k._schedule.Schedule` (follow-ups before submissions); a candidate
+withdrawn while the slot approached leaves it to the next one, and a slot nobody takes is kept
+for one interval as a spare. When Redis is unavailable the client falls back to a local
+:class:`~veo4k._limiter.Pacer` at ``fallback_share`` of ``rate_limit`` for the timing, with the
+same local schedule deciding who goes.
 """
 
 from __future__ import annotations
@@ -13,16 +16,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .._config import RateLimit
 from .._limiter import Pacer
+from .._schedule import Ask, Lane, Schedule, wait_for_slot
 from ._health import RedisDown
 
-if TYPE_CHECKING:
-    from ._coordinator import RedisCoordinator
+__all__ = ["RedisLimiter", "SharedSchedule", "fallback_limit"]
 
-__all__ = ["RedisLimiter", "fallback_limit"]
+
+class SharedSchedule(Protocol):
+    """The coordinator's two rate steps (atomic in Redis)."""
+
+    async def slot(
+        self, interval_ms: float, period_ms: float, increase: float
+    ) -> tuple[float, float]:
+        """Reserve the next shared slot: ``(ms to wait, slot in Redis ms)``."""
+
+    async def rate_limited(
+        self, slot_ms: float, retry_after: float | None, limit: RateLimit
+    ) -> None:
+        """Report a 429 for the request granted at ``slot_ms``."""
 
 
 def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
@@ -37,48 +52,103 @@ def fallback_limit(limit: RateLimit, share: float) -> RateLimit:
 
 
 class RedisLimiter:
-    """Slots from the shared schedule; the local fallback pacer while Redis is away."""
+    """Slots from the shared schedule (or the local fallback), each to the best local ask."""
 
     def __init__(
-        self, coordinator: RedisCoordinator, limit: RateLimit, *, share: float, headroom: float
+        self, coordinator: SharedSchedule, limit: RateLimit, *, share: float, headroom: float
     ) -> None:
         self._coordinator = coordinator
         self._limit = limit
         self._interval_ms = limit.period * 1000.0 / (limit.max_requests * headroom)
         self._stale = self._interval_ms / 1000.0
         self._fallback = Pacer(fallback_limit(limit, share), headroom=headroom)
-        self._lock = asyncio.Lock()
-        self._spare: tuple[float, float] | None = None  # (loop time, Redis ms) of a paid slot
+        self.schedule = Schedule()
+        """Who gets each slot (the client sets its connection cap, ``max_in_flight``)."""
+        self._spare: tuple[float, float | None] | None = None  # (loop time, Redis ms) of a slot
+        self._server: asyncio.Task[None] | None = None
         self._grants: collections.OrderedDict[float, float] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def pacer(self) -> Pacer:
         """The local fallback pacer (used while Redis is unavailable)."""
         return self._fallback
 
-    async def acquire(self) -> float:
+    def offer(self, ask: Ask) -> None:
+        """Queue ``ask``; a fresh spare slot is handed out at once, else the server runs."""
+        self.schedule.push(ask)
+        self._serve()
+
+    def withdraw(self, ask: Ask) -> None:
+        """Take ``ask`` out: its place is free at once."""
+        self.schedule.remove(ask)
+
+    async def acquire(self, lane: Lane = Lane.FOLLOW_UP, latest: float | None = None) -> float:
         """Wait for the next shared slot (or a fallback one); return the loop time of the grant."""
+        return await wait_for_slot(self, lane, latest)
+
+    def finished(self) -> None:
+        """A granted request ended: its connection is free."""
+        self.schedule.finished()
+        self._serve()
+
+    def unused(self, granted_at: float) -> None:
+        """A granted slot was not used (another process polls the task): keep it as a spare
+        for the next local candidate, while it is fresh."""
+        self.schedule.finished()
+        slot_ms = self._grants.pop(granted_at, None)
+        if self._spare is None:
+            self._spare = (granted_at, slot_ms)
+        self._serve()
+
+    def _serve(self) -> None:
+        if self._closed or not self.schedule or not self.schedule.has_room:
+            return
+        loop = asyncio.get_running_loop()
+        if self._spare is not None and self._spare[0] < loop.time() - self._stale:
+            self._spare = None  # its moment has passed: others use the slots now
+        if self._spare is not None and self._spare[0] <= loop.time():
+            _, slot_ms = self._spare
+            if self._hand(loop.time(), slot_ms):
+                self._spare = None
+        if self._server is None and self.schedule and self.schedule.has_room:
+            self._server = loop.create_task(self._run(), name="veo4k-redis-slots")
+
+    def _hand(self, now: float, slot_ms: float | None) -> bool:
+        if not self.schedule.grant(now):
+            return False
+        if slot_ms is not None:  # a shared slot: a 429 for it is reported to the namespace
+            self._grants[now] = slot_ms
+            while len(self._grants) > 1000:
+                self._grants.popitem(last=False)
+        return True
+
+    async def _run(self) -> None:
+        """Reserve slot after slot while local asks wait; each goes to the best one then."""
         loop = asyncio.get_running_loop()
         try:
-            async with self._lock:
-                if self._spare is not None and self._spare[0] < loop.time() - self._stale:
-                    self._spare = None  # its moment has passed: others use the slots now
-                if self._spare is None:
-                    wait_ms, slot_ms = await self._coordinator.slot(
-                        self._interval_ms, self._limit.period * 1000.0, self._limit.increase
-                    )
-                    self._spare = (loop.time() + wait_ms / 1000.0, slot_ms)
-                when, slot_ms = self._spare
-                await asyncio.sleep(max(0.0, when - loop.time()))  # a cancel keeps the spare
-                self._spare = None
-        except RedisDown:
-            return await self._fallback.acquire()
-        granted = loop.time()
-        self._grants[granted] = slot_ms
-        while len(self._grants) > 1000:
-            self._grants.popitem(last=False)
-        return granted
+            while self.schedule and self.schedule.has_room:
+                try:
+                    if self._spare is not None and self._spare[0] < loop.time() - self._stale:
+                        self._spare = None
+                    if self._spare is None:
+                        wait_ms, slot_ms = await self._coordinator.slot(
+                            self._interval_ms, self._limit.period * 1000.0, self._limit.increase
+                        )
+                        self._spare = (loop.time() + wait_ms / 1000.0, slot_ms)
+                    when, shared = self._spare
+                    await asyncio.sleep(max(0.0, when - loop.time()))
+                except RedisDown:
+                    await self._fallback.acquire()  # the fallback's timing, our candidates
+                    self._spare = (loop.time(), None)
+                    shared = None
+                if self._hand(loop.time(), shared):
+                    self._spare = None
+                elif not self.schedule:
+                    return  # nobody left: the slot stays a spare while fresh
+        finally:
+            self._server = None
 
     def on_rate_limited(self, granted_at: float, retry_after: float | None, now: float) -> None:
         """Tell the namespace (every process slows down), and the fallback pacer."""
@@ -93,7 +163,10 @@ class RedisLimiter:
         task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
-        """Drop the fallback pacer's timer and any 429 report still in flight."""
+        """Stop reserving slots; drop the fallback pacer's timer and any 429 report in flight."""
+        self._closed = True
         self._fallback.close()
+        if self._server is not None:
+            self._server.cancel()
         for task in self._tasks:
             task.cancel()
