@@ -110,6 +110,7 @@ class Pacer:
     def offer(self, ask: Ask) -> None:
         """Queue ``ask``; it is granted at once when a slot and a connection are free and it is
         the best candidate."""
+        self.schedule.slot_gap = 0.0 if math.isinf(self._rate) else 1.0 / self._rate
         self.schedule.push(ask)
         self._wake(asyncio.get_running_loop())
 

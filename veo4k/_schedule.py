@@ -10,7 +10,8 @@ callback, a record-info check, a link refresh. A *submission* may start a paid j
 - urgent follow-ups (confirmations, record-info, link refreshes, a wait's last look before its
   deadline) go first, earliest due first: they never wait behind a submission;
 - while submissions wait, a due poll is held back, at most ``hold_back`` seconds (300) after it
-  became due and never past its deadline; once its hold is over it goes before submissions,
+  became due, and released two slots before its wait's deadline (its last look); once its
+  hold is over it goes before submissions,
   earliest end of hold first. While no submission waits, polls go at once. A poll is never sent
   before the wait's PollPolicy makes it due: the policy is a floor on spacing;
 - submissions go earliest deadline first, then in arrival order; even while polls past their
@@ -177,6 +178,8 @@ class Schedule:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         """Slots granted whose request has not ended."""
+        self.slot_gap = 0.0
+        """Seconds between slots at the current rate (the limiter keeps it up to date)."""
         self.admission = Admission()
         self._heaps: tuple[list[tuple[float, int, Ask]], ...] = ([], [], [])
         self._waiting = [0, 0, 0]
@@ -205,8 +208,8 @@ class Schedule:
             heap, key = _SUBMISSIONS, ask.latest
         elif ask.urgent:
             heap, key = _URGENT, ask.due
-        else:
-            heap, key = _POLLS, min(ask.due + self.hold_back, ask.latest)
+        else:  # held back at most hold_back, and released two slots before its deadline
+            heap, key = _POLLS, min(ask.due + self.hold_back, ask.latest - 2 * self.slot_gap)
         self._seq += 4  # the low two bits name the heap, so removal needs no search
         ask._seq = self._seq + heap
         heapq.heappush(self._heaps[heap], (key, ask._seq, ask))

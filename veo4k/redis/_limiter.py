@@ -64,6 +64,7 @@ class RedisLimiter:
         self._fallback = Pacer(fallback_limit(limit, share), headroom=headroom)
         self.schedule = Schedule()
         """Who gets each slot (the client sets its connection cap, ``max_in_flight``)."""
+        self.schedule.slot_gap = self._interval_ms / 1000.0
         self._spare: tuple[float, float | None] | None = None  # (loop time, Redis ms) of a slot
         self._server: asyncio.Task[None] | None = None
         self._grants: collections.OrderedDict[float, float] = collections.OrderedDict()
