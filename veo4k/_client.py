@@ -174,6 +174,7 @@ class Veo4kClient:
             trust_callback_urls=self._trust_callback_urls,
             retry=self._retry_policy,
             on_forget=functools.partial(self._coordinator.release, owner=owner),
+            recent=self._receiver.recent if self._receiver else None,
         )
 
     def __repr__(self) -> str:
@@ -301,10 +302,15 @@ class Veo4kClient:
     ) -> FourKResult:
         """Submit the 4K job if needed, then poll until it is ready or ``timeout`` passes.
 
-        ``timeout`` defaults to the policy's; the wait ends within it, queueing included,
-        raising :class:`WaitTimeoutError`. Concurrent waits for the same task and index on
-        this client share one poll loop: one submission, one request stream (the first
-        waiter's policy and callback URL drive it). ``on_update`` is called with a
+        An explicit ``timeout`` bounds the whole call, queueing for the account's budget
+        included, raising :class:`WaitTimeoutError`. Without it the policy's timeout counts
+        from the submission, and queueing before it is bounded by ``queue_timeout``. A wait
+        that queued until what is left of its timeout cannot fit an upscale (the policy's
+        ``upscale_time``, else learned from this client's 4Ks, else ``2 * first_delay + 2 *
+        wait_initial``) is not submitted: :class:`NotSubmittedError`, no credits spent; a
+        timeout shorter than that from the start is always sent. Concurrent waits for the same
+        task and index on this client share one poll loop: one submission, one request stream
+        (the first waiter's policy and callback URL drive it). ``on_update`` is called with a
         :class:`WaitEvent` on every state change and poll; an async one runs in a task of its
         own, so it never delays the result or the deadline.
 
@@ -372,8 +378,7 @@ class Veo4kClient:
         callback_url: str | None,
         basis: PollPolicy | None = None,
     ) -> SharedWait:
-        early = self._receiver.recent(task_id) if self._receiver else None
-        return self._waits.join(task_id, index, policy, callback_url, early=early, basis=basis)
+        return self._waits.join(task_id, index, policy, callback_url, basis=basis)
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -426,6 +431,11 @@ class Veo4kClient:
         on_update: Listener | None = None,
     ) -> AsyncGenerator[Outcome, None]:
         """Wait for many tasks at once and yield each :class:`Outcome` as soon as it is known.
+
+        ``timeout`` is one deadline for the whole batch; without it each task's policy
+        timeout counts from its own submission (see :meth:`wait_for_4k`). When the deadline
+        cannot fit every task, the ones that could no longer finish are not submitted
+        (:class:`NotSubmittedError`) and one warning is logged for the batch.
 
         One task's failure never stops the others. Leaving the loop early cancels the waits
         still running (wrap the iterator in ``contextlib.aclosing`` to do that at once).

@@ -104,8 +104,8 @@ class WaitState(enum.StrEnum):
     """Where a wait stands, as reported to ``on_update``."""
 
     QUEUED = "queued"
-    """The submission waits for the account's budget: nothing was sent yet, and a default
-    timeout has not started (it counts from the submission)."""
+    """The submission waits in line for the account's budget (a second's worth of requests or
+    more ahead): nothing was sent yet, and a default timeout has not started."""
     SUBMITTED = "submitted"
     """The 4K job was accepted (or was already running); polling follows."""
     PROCESSING = "processing"

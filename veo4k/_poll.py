@@ -39,10 +39,15 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 
 from ._config import PollPolicy, RetryPolicy
-from ._errors import SourceNotReadyError, SourceTaskFailedError, Veo4kError
+from ._errors import (
+    FourKUnavailableError,
+    SourceNotReadyError,
+    SourceTaskFailedError,
+    Veo4kError,
+)
 from ._limiter import Limiter
 from ._listeners import Listener, ListenerHub
-from ._models import FourKResult, FourKStatus, TaskRecord, WaitState
+from ._models import CallbackEvent, FourKResult, FourKStatus, TaskRecord, WaitState
 from ._schedule import Lane
 from ._subscriptions import Subscription, Waiters, last_look_lead
 from ._transport import retry_delay
@@ -118,6 +123,8 @@ class SharedWait(Waiters):
         retry: RetryPolicy | None = None,
         hub: ListenerHub | None = None,
         basis: PollPolicy | None = None,
+        early: CallbackEvent | None = None,
+        trust_early: bool = False,
     ) -> None:
         super().__init__(task_id, index, now=now, limiter=limiter, basis=basis or policy, hub=hub)
         self.policy = policy
@@ -142,6 +149,8 @@ class SharedWait(Waiters):
         self._timer: asyncio.TimerHandle | None = None
         self._stop_error: BaseException | None = None
         self._stopping = False
+        if early is not None:  # a callback that came before anyone waited: acted on first
+            self.on_callback(early, trusted=trust_early)
 
     @property
     def done(self) -> bool:
@@ -218,6 +227,21 @@ class SharedWait(Waiters):
             self._timer = None
         self._limiter.withdraw(self)
         self._act(signal)
+
+    def on_callback(self, event: CallbackEvent, *, trusted: bool) -> None:
+        """A verified callback for this task: a trusted result ends the wait, anything else
+        asks for a confirming poll (the body is not signed, only the task id and time are)."""
+        if trusted and event.ok:
+            ready = FourKStatus(
+                task_id=event.task_id, index=self.index, ready=True,
+                result_urls=event.result_urls, image_urls=event.image_urls, msg=event.msg,
+                code=event.code,
+            )  # fmt: skip
+            self.signal(ready=ready)
+        elif trusted and event.unavailable:
+            self.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
+        else:
+            self.signal()
 
     def _act(self, signal: _Signal) -> None:
         kind, payload = signal

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Iterable
 
 from ._config import PollPolicy, RetryPolicy
-from ._errors import ClientStateError, FourKUnavailableError
+from ._errors import ClientStateError
 from ._limiter import Limiter
 from ._listeners import ListenerHub
 from ._models import CallbackEvent, FourKStatus
@@ -41,6 +41,7 @@ class WaitRegistry:
         trust_callback_urls: bool,
         retry: RetryPolicy | None = None,
         on_forget: Callable[[str, int], None] | None = None,
+        recent: Callable[[str], CallbackEvent | None] | None = None,
     ) -> None:
         # One try per step: a wait rides out transient failures on its own schedule, up to its
         # deadline, rather than giving up after RetryPolicy.attempts.
@@ -57,6 +58,7 @@ class WaitRegistry:
         self.closing = False
         self._limiter = limiter
         self._on_forget = on_forget  # the coordinator frees the task's lease
+        self._recent = recent  # the receiver's callbacks that came before anyone waited
 
     def __len__(self) -> int:
         return len(self._waits)
@@ -68,14 +70,14 @@ class WaitRegistry:
         policy: PollPolicy,
         callback_url: str | None,
         *,
-        early: CallbackEvent | None = None,
         basis: PollPolicy | None = None,
     ) -> SharedWait:
         """The loop for ``(task_id, index)``, made now if there is none (subscribe to it: the
         first waiter starts it).
 
-        ``early`` is a callback that came before anyone waited: the loop acts on it first.
-        ``basis`` is the policy an upscale's duration is estimated from (default: ``policy``).
+        A callback that came before anyone waited (``recent``) is handed to a new loop, which
+        acts on it first. ``basis`` is the policy an upscale's duration is estimated from
+        (default: ``policy``).
         """
         key = (task_id, index)
         shared = self._waits.get(key)
@@ -90,15 +92,16 @@ class WaitRegistry:
             if callback_url
             else self._submit
         )
+        early = self._recent(task_id) if self._recent is not None else None
+        trust_early = self._trusted(task_id, joining=True)
         shared = SharedWait(
             task_id, index, policy, self._rng, now=loop.time(), phase=self._phase,
             submit=submit, get_record=self._get_record, on_end=self._forget,
             limiter=self._limiter, retry=self._retry, hub=self.listeners, basis=basis,
+            early=early, trust_early=trust_early,
         )  # fmt: skip
         self._waits[key] = shared
         self._by_task.setdefault(task_id, []).append(shared)
-        if early is not None:
-            self._signal(shared, early)
         return shared
 
     @staticmethod
@@ -120,8 +123,9 @@ class WaitRegistry:
 
     def on_callback(self, event: CallbackEvent) -> None:
         """Route a verified callback to the loops of its task."""
+        trusted = self._trusted(event.task_id)
         for shared in list(self._by_task.get(event.task_id, ())):
-            self._signal(shared, event)
+            shared.on_callback(event, trusted=trusted)
 
     def on_result(self, status: FourKStatus) -> None:
         """A ready result seen by a poll elsewhere (another process): end its wait here."""
@@ -129,26 +133,11 @@ class WaitRegistry:
         if shared is not None:
             shared.signal(ready=status)
 
-    def _signal(self, shared: SharedWait, event: CallbackEvent) -> None:
-        # Trusted results end the wait; the rest trigger a confirming poll (the body is not
-        # signed, only the task id and timestamp are). With several indices of one task
-        # waiting, a callback (which names no index) is always confirmed.
-        trusted = self._trust and len(self._by_task.get(event.task_id, ())) == 1
-        if trusted and event.ok:
-            ready = FourKStatus(
-                task_id=event.task_id,
-                index=shared.index,
-                ready=True,
-                result_urls=event.result_urls,
-                image_urls=event.image_urls,
-                msg=event.msg,
-                code=event.code,
-            )
-            shared.signal(ready=ready)
-        elif trusted and event.unavailable:
-            shared.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
-        else:
-            shared.signal()
+    def _trusted(self, task_id: str, *, joining: bool = False) -> bool:
+        # A callback (which names no index) is trusted only with one index of its task
+        # waiting here; else it is always confirmed by a poll.
+        waiting = len(self._by_task.get(task_id, ())) + joining
+        return self._trust and waiting == 1
 
     def _forget(self, shared: SharedWait) -> None:
         key = (shared.task_id, shared.index)
