@@ -201,3 +201,23 @@ def test_upscale_estimate_configured_learned_or_conservative() -> None:
         veo4k.PollPolicy(upscale_time=0)
     with pytest.raises(veo4k.ConfigurationError):
         veo4k.PollPolicy(queue_timeout=math.inf)
+
+
+def test_next_lane_tells_the_lane_of_the_next_grant() -> None:
+    """What a shared limiter asks for: the lane the next slot would go to, without taking it
+    (urgent follow-ups first, a held poll after the submissions, nothing when empty)."""
+    from veo4k._schedule import Ask, Schedule
+
+    schedule = Schedule(hold_back=300.0)
+    assert schedule.next_lane(0.0) is None
+    submission = Ask(Lane.SUBMIT, urgent=False, due=0.0, latest=3600.0)
+    held = Ask(Lane.FOLLOW_UP, urgent=False, due=0.0)
+    schedule.push(submission)
+    schedule.push(held)
+    assert schedule.next_lane(10.0) is Lane.SUBMIT  # the poll is held while it waits
+    assert schedule.next_lane(300.0) is Lane.FOLLOW_UP  # its hold is over
+    urgent = Ask(Lane.FOLLOW_UP, due=5.0)
+    schedule.push(urgent)
+    assert schedule.next_lane(10.0) is Lane.FOLLOW_UP
+    assert (schedule.waiting(Lane.FOLLOW_UP), schedule.waiting(Lane.SUBMIT)) == (2, 1)
+    assert len(schedule) == 3  # nothing was taken

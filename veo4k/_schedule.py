@@ -240,21 +240,38 @@ class Schedule:
 
     # -- the rule ----------------------------------------------------------------------------
 
+    def next_lane(self, now: float) -> Lane | None:
+        """The lane of the ask the next slot would go to at ``now`` (None: nobody waits).
+
+        A limiter sharing the account with other processes asks the shared schedule for a
+        slot in this lane (follow-ups before anyone's submissions).
+        """
+        heap = self._choose(now)
+        return None if heap is None else Lane.SUBMIT if heap == _SUBMISSIONS else Lane.FOLLOW_UP
+
     def _pop(self, now: float) -> Ask | None:
+        heap = self._choose(now)
+        if heap is None:
+            return None
+        if heap == _POLLS and self._top(_SUBMISSIONS) is not None:
+            self._polls_in_a_row += 1  # a poll past its hold went before a submission
+        elif heap == _SUBMISSIONS:
+            self._polls_in_a_row = 0
+        return self._take(heap)
+
+    def _choose(self, now: float) -> int | None:
+        """Which heap the next slot goes to (the rule of the module docstring)."""
         if self.in_flight >= self.max_in_flight:
             return None
         if self._top(_URGENT) is not None:
-            return self._take(_URGENT)
+            return _URGENT
         poll = self._top(_POLLS)
-        submission = self._top_admitted(now)
-        if submission is None:
-            return None if poll is None else self._take(_POLLS)
+        if self._top_admitted(now) is None:
+            return None if poll is None else _POLLS
         hold_over = poll is not None and self._heaps[_POLLS][0][0] <= now
         if hold_over and (self._polls_in_a_row + 1) * self.submit_share < 1:
-            self._polls_in_a_row += 1
-            return self._take(_POLLS)
-        self._polls_in_a_row = 0
-        return self._take(_SUBMISSIONS)
+            return _POLLS
+        return _SUBMISSIONS
 
     def _top(self, heap: int) -> Ask | None:
         entries = self._heaps[heap]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import math
 from typing import Protocol
 
@@ -24,6 +25,8 @@ from .._schedule import Ask, Lane, Schedule, wait_for_slot
 from ._health import RedisDown
 
 __all__ = ["RedisLimiter", "SharedSchedule", "fallback_limit"]
+
+log = logging.getLogger("veo4k")
 
 
 class SharedSchedule(Protocol):
@@ -70,6 +73,7 @@ class RedisLimiter:
         self._grants: collections.OrderedDict[float, float] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._warned = False
 
     @property
     def pacer(self) -> Pacer:
@@ -140,7 +144,10 @@ class RedisLimiter:
                         self._spare = (loop.time() + wait_ms / 1000.0, slot_ms)
                     when, shared = self._spare
                     await asyncio.sleep(max(0.0, when - loop.time()))
-                except RedisDown:
+                except Exception as exc:  # RedisDown, or a reply it could not read
+                    if not isinstance(exc, RedisDown) and not self._warned:
+                        self._warned = True  # a bug must not leave the candidates waiting
+                        log.warning("shared rate slot failed (%r): using the local pacer", exc)
                     await self._fallback.acquire()  # the fallback's timing, our candidates
                     self._spare = (loop.time(), None)
                     shared = None
