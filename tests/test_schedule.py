@@ -38,6 +38,17 @@ class Recorder:
     async def settle(self) -> None:
         await asyncio.sleep(0)  # let the tasks queue, in the order they were started
 
+    async def submissions(self, count: int) -> None:
+        """``count`` submissions in line (s0, s1, ...)."""
+        for i in range(count):
+            self.start(f"s{i}", Lane.SUBMIT)
+        await self.settle()
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
 
 @virtual_time
 async def test_a_follow_up_queued_after_500_submissions_goes_next() -> None:
@@ -45,16 +56,12 @@ async def test_a_follow_up_queued_after_500_submissions_goes_next() -> None:
     submissions is granted at the very next slot."""
     pacer = Pacer(ONE_PER_SECOND)
     rec = Recorder(pacer)
-    for i in range(500):
-        rec.start(f"s{i}", Lane.SUBMIT)
-    await rec.settle()
+    await rec.submissions(500)
     await asyncio.sleep(2.5)  # s0, s1, s2 went out
     rec.start("confirm", Lane.FOLLOW_UP)
     await asyncio.sleep(1.1)
     assert [name for name, _ in rec.order] == ["s0", "s1", "s2", "confirm"]
-    for task in rec.tasks:
-        task.cancel()
-    await asyncio.gather(*rec.tasks, return_exceptions=True)
+    await rec.cancel()
 
 
 @virtual_time
@@ -93,16 +100,12 @@ async def test_a_due_poll_waits_for_submissions_at_most_the_hold_back() -> None:
     pacer = Pacer(ONE_PER_SECOND)
     pacer.schedule.hold_back = 20.0
     rec = Recorder(pacer)
-    for i in range(100):
-        rec.start(f"s{i}", Lane.SUBMIT)
-    await rec.settle()
+    await rec.submissions(100)
     start = asyncio.get_running_loop().time()
     granted = await poll(pacer, due=start)
     assert 20.0 <= granted - start <= 20.0 + 1 / 0.95
     assert 15 <= len(rec.order) <= 22  # submissions had the slots meanwhile, and no more
-    for task in rec.tasks:
-        task.cancel()
-    await asyncio.gather(*rec.tasks, return_exceptions=True)
+    await rec.cancel()
 
 
 @virtual_time
@@ -111,15 +114,11 @@ async def test_a_poll_is_not_held_past_its_deadline_nor_without_submissions() ->
     once."""
     pacer = Pacer(ONE_PER_SECOND)
     rec = Recorder(pacer)
-    for i in range(100):
-        rec.start(f"s{i}", Lane.SUBMIT)
-    await rec.settle()
+    await rec.submissions(100)
     loop = asyncio.get_running_loop()
     start = loop.time()
     assert await poll(pacer, due=start, latest=start + 5.0) - start <= 5.0 + 1 / 0.95
-    for task in rec.tasks:
-        task.cancel()
-    await asyncio.gather(*rec.tasks, return_exceptions=True)
+    await rec.cancel()
     await asyncio.sleep(2)
     now = loop.time()
     assert await poll(pacer, due=now) == now  # the grid's slot is free: no hold
@@ -132,9 +131,7 @@ async def test_submissions_keep_a_quarter_of_the_slots() -> None:
     pacer = Pacer(ONE_PER_SECOND)
     pacer.schedule.hold_back = 0.0
     rec = Recorder(pacer)
-    for i in range(40):
-        rec.start(f"s{i}", Lane.SUBMIT)
-    await rec.settle()
+    await rec.submissions(40)
     now = asyncio.get_running_loop().time()
     polls = [poll(pacer, due=now) for _ in range(40)]
     done, _ = await asyncio.wait(polls, timeout=40.5)

@@ -27,6 +27,23 @@ def fake_with(*names: str, ready_after: float = 10.0) -> FakeKie:
     return fake
 
 
+async def queued_behind_two(
+    fake: FakeKie, policy: veo4k.PollPolicy, **wait: float
+) -> tuple[veo4k.WaitTimeoutError, float]:
+    """Wait for "c" while "a" and "b" hold the next two slots of SLOW_RATE: its error and
+    how long after the call it came."""
+    loop = asyncio.get_running_loop()
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
+        others = [asyncio.create_task(client.wait_for_4k(n)) for n in "ab"]
+        await asyncio.sleep(0)
+        start = loop.time()
+        with pytest.raises(veo4k.WaitTimeoutError) as info:
+            await client.wait_for_4k("c", **wait)
+        took = loop.time() - start
+        await asyncio.gather(*others)
+    return info.value, took
+
+
 @virtual_time
 async def test_default_timeout_counts_from_the_submission() -> None:
     """Four waits behind a slow budget: the last one queues ~190 s, more than its 100 s
@@ -47,16 +64,8 @@ async def test_explicit_timeout_is_a_hard_bound_on_the_whole_call() -> None:
     deadline, to the tick, with NotSubmittedError (a WaitTimeoutError), and 0 requests. (50 s
     is less than the 60 s an upscale takes here, so admission leaves it to its deadline.)"""
     fake = fake_with("a", "b", "c")
-    loop = asyncio.get_running_loop()
-    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=QUICK) as client:
-        others = [asyncio.create_task(client.wait_for_4k(n)) for n in "ab"]
-        await asyncio.sleep(0)
-        start = loop.time()
-        with pytest.raises(veo4k.WaitTimeoutError) as info:
-            await client.wait_for_4k("c", timeout=50)
-        assert loop.time() - start == pytest.approx(50)
-        await asyncio.gather(*others)
-    error = info.value
+    error, took = await queued_behind_two(fake, QUICK, timeout=50)
+    assert took == pytest.approx(50)
     assert isinstance(error, veo4k.NotSubmittedError)
     assert isinstance(error, TimeoutError)
     assert (error.submitted, error.attempts, error.timeout) == (False, 0, 50)
@@ -90,16 +99,11 @@ async def test_queueing_is_bounded_by_queue_timeout() -> None:
     NotSubmittedError, saying so."""
     fake = fake_with("a", "b", "c")
     policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, queue_timeout=100)
-    loop = asyncio.get_running_loop()
-    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
-        others = [asyncio.create_task(client.wait_for_4k(n)) for n in "ab"]
-        await asyncio.sleep(0)
-        start = loop.time()
-        with pytest.raises(veo4k.NotSubmittedError, match="queue_timeout=100") as info:
-            await client.wait_for_4k("c")
-        assert loop.time() - start == pytest.approx(100)
-        await asyncio.gather(*others)
-    assert info.value.timeout == policy.timeout
+    error, took = await queued_behind_two(fake, policy)
+    assert took == pytest.approx(100)
+    assert isinstance(error, veo4k.NotSubmittedError)
+    assert "queue_timeout=100" in str(error)
+    assert error.timeout == policy.timeout
     assert fake.posts("c") == 0
 
 
@@ -109,16 +113,11 @@ async def test_a_wait_that_can_no_longer_finish_is_not_submitted() -> None:
     unsubmitted (0 requests, no credits), saying why."""
     fake = fake_with("a", "b", "c")
     policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, upscale_time=60)
-    loop = asyncio.get_running_loop()
-    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
-        others = [asyncio.create_task(client.wait_for_4k(n)) for n in "ab"]
-        await asyncio.sleep(0)
-        start = loop.time()
-        with pytest.raises(veo4k.NotSubmittedError, match="cannot fit an upscale") as info:
-            await client.wait_for_4k("c", timeout=100)
-        assert loop.time() - start == pytest.approx(40)
-        await asyncio.gather(*others)
-    assert info.value.attempts == 0
+    error, took = await queued_behind_two(fake, policy, timeout=100)
+    assert took == pytest.approx(40)
+    assert isinstance(error, veo4k.NotSubmittedError)
+    assert "cannot fit an upscale" in str(error)
+    assert error.attempts == 0
     assert fake.posts("c") == 0
 
 

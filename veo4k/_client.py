@@ -330,7 +330,7 @@ class Veo4kClient:
         explicit = timeout is not None
         limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         loop = asyncio.get_running_loop()
-        shared = self._join(task_id, index, policy, callback_url, basis)
+        shared = self._waits.join(task_id, index, policy, callback_url, basis=basis)
         fut: asyncio.Future[FourKResult] = loop.create_future()
         sub = Subscription(
             fut, timeout=limit, listener=on_update, since=loop.time(), explicit=explicit,
@@ -369,16 +369,6 @@ class Veo4kClient:
             return with_token(self._callback_url, self._receiver.token)
         assert isinstance(self._callbacks, CallbackServer)
         return self._callbacks.url
-
-    def _join(
-        self,
-        task_id: str,
-        index: int,
-        policy: PollPolicy,
-        callback_url: str | None,
-        basis: PollPolicy | None = None,
-    ) -> SharedWait:
-        return self._waits.join(task_id, index, policy, callback_url, basis=basis)
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -452,7 +442,7 @@ class Veo4kClient:
             timeout = check.positive_seconds(timeout, "timeout")
 
         def join(task_id: str, index: int) -> SharedWait:
-            return self._join(task_id, index, policy, callback_url, basis)
+            return self._waits.join(task_id, index, policy, callback_url, basis=basis)
 
         async with contextlib.aclosing(
             outcomes(join, pairs, timeout=timeout, policy=policy, on_update=on_update)
