@@ -95,7 +95,8 @@ class Ask:
         self.due = due
         self.latest = latest
         self.slot: float | None = None
-        """The loop time of a slot granted and not yet used by a request."""
+        """The loop time of a slot granted and not yet used: the request goes then (a shared
+        limiter may hand a slot out a little ahead of its time)."""
         self._seq = -1  # its entry in the schedule, -1 while not queued
 
     @property

@@ -180,6 +180,8 @@ class Api:
                 counter.requests += 1
             try:
                 try:
+                    if granted_at > loop.time():  # a shared slot handed out ahead of its time
+                        await asyncio.sleep(granted_at - loop.time())
                     env = await self._send(method, path, task_id=task_id, json=json, params=params)
                 finally:
                     self._limiter.finished()

@@ -1,14 +1,15 @@
 """A client's rate limiter over the namespace's shared GCRA schedule in Redis.
 
 Each process keeps at most one reservation on the shared schedule at a time (one server task
-reserves the next slot, sleeps until it, and repeats while local requests wait), so K busy
+reserves the next slot, waits for it, and repeats while local requests wait), so K busy
 processes take turns slot by slot: nobody starves, and the namespace as a whole never goes
-faster than the schedule. Each slot goes, at the moment it comes, to the best local candidate
-of this client's :class:`~veo4k._schedule.Schedule` (follow-ups before submissions); a candidate
-withdrawn while the slot approached leaves it to the next one, and a slot nobody takes is kept
-for one interval as a spare. When Redis is unavailable the client falls back to a local
-:class:`~veo4k._limiter.Pacer` at ``fallback_share`` of ``rate_limit`` for the timing, with the
-same local schedule deciding who goes.
+faster than the schedule. Each slot goes, when it is reserved, to the best local candidate of
+this client's :class:`~veo4k._schedule.Schedule` (follow-ups before submissions), which sends
+at the slot's time: its lease claim (a round trip) overlaps that wait instead of delaying the
+request past its slot. A slot handed back unused (another process polls the task, or the wait
+stopped) is a spare for the next candidate while it is fresh (one interval). When Redis is
+unavailable the client falls back to a local :class:`~veo4k._limiter.Pacer` at
+``fallback_share`` of ``rate_limit`` for the timing, with the same local schedule deciding who.
 """
 
 from __future__ import annotations
@@ -110,15 +111,10 @@ class RedisLimiter:
     def _serve(self) -> None:
         if self._closed or not self.schedule or not self.schedule.has_room:
             return
-        loop = asyncio.get_running_loop()
-        if self._spare is not None and self._spare[0] < loop.time() - self._stale:
-            self._spare = None  # its moment has passed: others use the slots now
-        if self._spare is not None and self._spare[0] <= loop.time():
-            _, slot_ms = self._spare
-            if self._hand(loop.time(), slot_ms):
-                self._spare = None
-        if self._server is None and self.schedule and self.schedule.has_room:
-            self._server = loop.create_task(self._run(), name="veo4k-redis-slots")
+        if self._server is None:
+            self._server = asyncio.get_running_loop().create_task(
+                self._run(), name="veo4k-redis-slots"
+            )
 
     def _hand(self, now: float, slot_ms: float | None) -> bool:
         if not self.schedule.grant(now):
@@ -130,33 +126,43 @@ class RedisLimiter:
         return True
 
     async def _run(self) -> None:
-        """Reserve slot after slot while local asks wait; each goes to the best one then."""
+        """Reserve slot after slot while local asks wait, one reservation at a time.
+
+        Each slot is handed at once to the best local ask, which sends at the slot's time: a
+        lease claim before its request (a Redis round trip) overlaps with that wait, so
+        requests leave on the shared schedule's beat. The next slot is reserved once this
+        one's time has come; a spare (a slot nobody took, or one handed back unused) is used
+        first while fresh.
+        """
         loop = asyncio.get_running_loop()
         try:
             while self.schedule and self.schedule.has_room:
-                try:
-                    if self._spare is not None and self._spare[0] < loop.time() - self._stale:
-                        self._spare = None
-                    if self._spare is None:
-                        wait_ms, slot_ms = await self._coordinator.slot(
-                            self._interval_ms, self._limit.period * 1000.0, self._limit.increase
-                        )
-                        self._spare = (loop.time() + wait_ms / 1000.0, slot_ms)
-                    when, shared = self._spare
-                    await asyncio.sleep(max(0.0, when - loop.time()))
-                except Exception as exc:  # RedisDown, or a reply it could not read
-                    if not isinstance(exc, RedisDown) and not self._warned:
-                        self._warned = True  # a bug must not leave the candidates waiting
-                        log.warning("shared rate slot failed (%r): using the local pacer", exc)
-                    await self._fallback.acquire()  # the fallback's timing, our candidates
-                    self._spare = (loop.time(), None)
-                    shared = None
-                if self._hand(loop.time(), shared):
+                if self._spare is not None and self._spare[0] < loop.time() - self._stale:
+                    self._spare = None  # its moment has passed: others use the slots now
+                if self._spare is None:
+                    self._spare = await self._reserve(loop)
+                when, shared = self._spare
+                if self._hand(when, shared):
                     self._spare = None
                 elif not self.schedule:
                     return  # nobody left: the slot stays a spare while fresh
+                await asyncio.sleep(max(0.0, when - loop.time()))
         finally:
             self._server = None
+
+    async def _reserve(self, loop: asyncio.AbstractEventLoop) -> tuple[float, float | None]:
+        """The next shared slot (loop time, Redis ms), or a fallback one while Redis is away."""
+        try:
+            wait_ms, slot_ms = await self._coordinator.slot(
+                self._interval_ms, self._limit.period * 1000.0, self._limit.increase
+            )
+        except Exception as exc:  # RedisDown, or a reply it could not read
+            if not isinstance(exc, RedisDown) and not self._warned:
+                self._warned = True  # a bug must not leave the candidates waiting
+                log.warning("shared rate slot failed (%r): using the local pacer", exc)
+            await self._fallback.acquire()  # the fallback's timing, our candidates
+            return loop.time(), None
+        return loop.time() + wait_ms / 1000.0, slot_ms
 
     def on_rate_limited(self, granted_at: float, retry_after: float | None, now: float) -> None:
         """Tell the namespace (every process slows down), and the fallback pacer."""
