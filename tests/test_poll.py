@@ -383,7 +383,7 @@ async def test_each_waiter_keeps_its_own_deadline(kie: FakeKie, client: veo4k.Ve
 async def test_batch_first_polls_are_spread_evenly(kie: FakeKie, client: veo4k.Veo4kClient) -> None:
     """Waits started together get evenly spread phases: no gap wider than 2/n of the range."""
     kie.ready_after = 60
-    shared = [client._join(f"t{i}", 0, FAST_POLICY, None) for i in range(200)]
+    shared = [client._waits.join(f"t{i}", 0, FAST_POLICY, None) for i in range(200)]
     phases = sorted(s._phase for s in shared if s._phase is not None)
     gaps = [b - a for a, b in itertools.pairwise(phases)] + [1 - phases[-1] + phases[0]]
     assert len(phases) == 200

@@ -7,32 +7,16 @@ so minutes of polling, outages and deadlines take milliseconds, and times are ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 import veo4k
-from veo4k.testing import SIMULATED_BASE_URL, FakeKie, FaultKind, InProcessSession
+from veo4k.testing import FakeKie, FaultKind
 
-from .virtual import virtual_time
+from .virtual import simulated, virtual_time
 
 FAST = veo4k.PollPolicy(first_delay=0, wait_initial=0.05, wait_max=0.25, timeout=15)
-
-
-@contextlib.asynccontextmanager
-async def simulated(fake: FakeKie, **options: Any) -> AsyncIterator[veo4k.Veo4kClient]:
-    """A client whose every request is answered by ``fake`` in process."""
-    session = InProcessSession(fake)
-    try:
-        async with veo4k.Veo4kClient(
-            fake.api_key, base_url=SIMULATED_BASE_URL, session=session, **options
-        ) as client:
-            yield client
-    finally:
-        await session.close()
 
 
 def outage(fake: FakeKie, start: float, after: int = 0) -> None:

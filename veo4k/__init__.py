@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._callback_server import CallbackServer
-from ._callbacks import CallbackEvent, CallbackReceiver
+from ._callbacks import CallbackReceiver
 from ._client import Veo4kClient, wait_for_4k
 from ._config import PollPolicy, RateLimit, RetryPolicy
 from ._errors import (
@@ -29,6 +29,7 @@ from ._errors import (
     InvalidCallbackError,
     MediaFetchError,
     NotFoundError,
+    NotSubmittedError,
     QuotaExceededError,
     RateLimitError,
     ServerError,
@@ -43,7 +44,15 @@ from ._errors import (
     Veo4kError,
     WaitTimeoutError,
 )
-from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitEvent, WaitState
+from ._models import (
+    CallbackEvent,
+    FourKResult,
+    FourKStatus,
+    Outcome,
+    TaskRecord,
+    WaitEvent,
+    WaitState,
+)
 from ._progress import BatchProgress, ProgressCounts
 from ._signature import verify_signature
 from ._wire import is_transient
@@ -70,6 +79,7 @@ __all__ = [
     "InvalidCallbackError",
     "MediaFetchError",
     "NotFoundError",
+    "NotSubmittedError",
     "Outcome",
     "PollPolicy",
     "ProgressCounts",

@@ -20,7 +20,6 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -28,6 +27,7 @@ from aiohttp import web
 
 from . import _validate as check
 from ._errors import ConfigurationError, InvalidCallbackError, SignatureError
+from ._models import CallbackEvent
 from ._signature import verify_signature
 from ._wire import url_list
 
@@ -46,31 +46,6 @@ _ACK = {"code": 200, "msg": "success"}
 _STAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds: ASCII digits, no sign, far from overflow
 MAX_MSG_CHARS = 1000  # a callback's msg is cut here: stored events stay small
 _ENTRY_OVERHEAD = 256  # bytes an entry costs beyond its strings (tuple, floats, dict slot)
-
-
-@attrs.frozen(kw_only=True)
-class CallbackEvent:
-    """One callback delivery from Kie, whatever shape it came in."""
-
-    task_id: str
-    ok: bool
-    """True when Kie reports success and sends at least one result URL."""
-    code: int
-    msg: str
-    result_urls: tuple[str, ...] = ()
-    image_urls: tuple[str, ...] = ()
-    received_at: datetime = attrs.field(factory=lambda: datetime.now(UTC))
-    duplicate: bool = False
-    """An earlier delivery of the same task and outcome was already dispatched."""
-    index: int | None = None
-    """The video index this callback is for, when known: Kie's callbacks name none, a
-    coordinator learns it from the waits of its namespace. None: unknown."""
-
-    @property
-    def unavailable(self) -> bool:
-        """Kie says the 4K version of this video is unavailable (permanent)."""
-        low = self.msg.lower()
-        return not self.ok and "unavailable" in low and "4k" in low
 
 
 def _task_id(payload: Mapping[str, Any]) -> str | None:

@@ -33,8 +33,9 @@ from ._errors import (
 )
 from ._limiter import Pacer
 from ._models import FourKResult, FourKStatus, Outcome, TaskRecord, WaitState
-from ._poll import Listener, SharedWait, Subscription
+from ._poll import Listener, SharedWait
 from ._secret import ApiKey
+from ._subscriptions import Subscription
 from ._transport import Api, Counter, default_user_agent
 from ._urls import HostPolicy, is_loopback_url
 from ._waits import WaitRegistry
@@ -176,11 +177,16 @@ class Veo4kClient:
                 self._kie.request_4k, owner=owner, trust=self._trust_callback_urls
             ),
             get_record=self._kie.get_record,
+            limiter=self._limiter,
             rng=self._rng,
             trust_callback_urls=self._trust_callback_urls,
-            max_steps=max_connections,
             retry=self._retry_policy,
             on_forget=functools.partial(self._coordinator.release, owner=owner),
+            # A receiver publishing to a shared coordinator: the claim hands over the callback
+            # kept for the index; the receiver's own memory knows tasks, not indexes.
+            recent=self._receiver.recent
+            if self._receiver is not None and self._receiver.coordinator is None
+            else None,
         )
 
     def __repr__(self) -> str:
@@ -308,10 +314,15 @@ class Veo4kClient:
     ) -> FourKResult:
         """Submit the 4K job if needed, then poll until it is ready or ``timeout`` passes.
 
-        ``timeout`` defaults to the policy's; the wait ends within it, queueing included,
-        raising :class:`WaitTimeoutError`. Concurrent waits for the same task and index on
-        this client share one poll loop: one submission, one request stream (the first
-        waiter's policy and callback URL drive it). ``on_update`` is called with a
+        An explicit ``timeout`` bounds the whole call, queueing for the account's budget
+        included, raising :class:`WaitTimeoutError`. Without it the policy's timeout counts
+        from the submission, and queueing before it is bounded by ``queue_timeout``. A wait
+        that queued until what is left of its timeout cannot fit an upscale (the policy's
+        ``upscale_time``, else learned from this client's 4Ks, else ``2 * first_delay + 2 *
+        wait_initial``) is not submitted: :class:`NotSubmittedError`, no credits spent; a
+        timeout shorter than that from the start is always sent. Concurrent waits for the same
+        task and index on this client share one poll loop: one submission, one request stream
+        (the first waiter's policy and callback URL drive it). ``on_update`` is called with a
         :class:`WaitEvent` on every state change and poll; an async one runs in a task of its
         own, so it never delays the result or the deadline.
 
@@ -327,12 +338,16 @@ class Veo4kClient:
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
-        policy, callback_url = self._plan(poll_policy, callback_url)
+        policy, callback_url, basis = self._plan(poll_policy, callback_url)
+        explicit = timeout is not None
         limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         loop = asyncio.get_running_loop()
-        shared = self._join(task_id, index, policy, callback_url)
+        shared = self._waits.join(task_id, index, policy, callback_url, basis=basis)
         fut: asyncio.Future[FourKResult] = loop.create_future()
-        sub = Subscription(fut, deadline=loop.time() + limit, timeout=limit, listener=on_update)
+        sub = Subscription(
+            fut, timeout=limit, listener=on_update, since=loop.time(), explicit=explicit,
+            queue_timeout=policy.queue_timeout,
+        )  # fmt: skip
         shared.subscribe(sub)
         try:
             return await fut
@@ -345,30 +360,27 @@ class Veo4kClient:
 
     def _plan(
         self, poll_policy: PollPolicy | None, callback_url: str | None
-    ) -> tuple[PollPolicy, str | None]:
+    ) -> tuple[PollPolicy, str | None, PollPolicy]:
         """The policy and callback URL of a wait: with a CallbackServer, its URL and the
-        client's policy as a sparse safety net (same timeout), unless the caller chose."""
+        client's policy as a sparse safety net (same timeout), unless the caller chose; and
+        the policy its upscale's duration is estimated from (never the safety net)."""
         if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
             raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
         if self._callbacks is not None and callback_url is None:
             net = self._callback_policy or self._poll_policy.safety_net()
-            return poll_policy or net, self._default_callback_url()
-        return poll_policy or self._poll_policy, callback_url
+            return (
+                poll_policy or net,
+                self._default_callback_url(),
+                poll_policy or self._poll_policy,
+            )
+        policy = poll_policy or self._poll_policy
+        return policy, callback_url, policy
 
     def _default_callback_url(self) -> str:
         if self._callback_url is not None and self._receiver is not None:
             return with_token(self._callback_url, self._receiver.token)
         assert isinstance(self._callbacks, CallbackServer)
         return self._callbacks.url
-
-    def _join(
-        self, task_id: str, index: int, policy: PollPolicy, callback_url: str | None
-    ) -> SharedWait:
-        # A receiver that publishes to a shared coordinator: its claim hands over the callback
-        # kept for this index; the receiver's own memory knows tasks, not indexes.
-        local = self._receiver is not None and self._receiver.coordinator is None
-        early = self._receiver.recent(task_id) if local and self._receiver else None
-        return self._waits.join(task_id, index, policy, callback_url, early=early)
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -422,6 +434,11 @@ class Veo4kClient:
     ) -> AsyncGenerator[Outcome, None]:
         """Wait for many tasks at once and yield each :class:`Outcome` as soon as it is known.
 
+        ``timeout`` is one deadline for the whole batch; without it each task's policy
+        timeout counts from its own submission (see :meth:`wait_for_4k`). When the deadline
+        cannot fit every task, the ones that could no longer finish are not submitted
+        (:class:`NotSubmittedError`) and one warning is logged for the batch.
+
         One task's failure never stops the others. Leaving the loop early cancels the waits
         still running (wrap the iterator in ``contextlib.aclosing`` to do that at once).
         Waits are as cheap as the loop they share: 10,000 pending outcomes cost about 3 KiB
@@ -432,14 +449,15 @@ class Veo4kClient:
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
-        policy, callback_url = self._plan(poll_policy, callback_url)
-        limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
+        policy, callback_url, basis = self._plan(poll_policy, callback_url)
+        if timeout is not None:
+            timeout = check.positive_seconds(timeout, "timeout")
 
         def join(task_id: str, index: int) -> SharedWait:
-            return self._join(task_id, index, policy, callback_url)
+            return self._waits.join(task_id, index, policy, callback_url, basis=basis)
 
         async with contextlib.aclosing(
-            outcomes(join, pairs, limit=limit, on_update=on_update)
+            outcomes(join, pairs, timeout=timeout, policy=policy, on_update=on_update)
         ) as stream:
             async for outcome in stream:
                 yield outcome

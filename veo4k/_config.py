@@ -39,6 +39,13 @@ def _capped(seq: Iterator[Any]) -> Iterator[float]:
     return seq
 
 
+def _optional_pos(
+    instance: Any, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None:
+        _finite_pos(instance, attribute, value)  # type: ignore[arg-type]
+
+
 def _fraction(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
     _finite_nonneg(instance, attribute, value)
     if value > 1:
@@ -58,11 +65,20 @@ class PollPolicy:
 
         min(wait_max, wait_initial * wait_exp_base ** n) * (1 + U(0, wait_jitter))
 
-    until ``timeout`` seconds have passed since the wait began. Jitter is a *fraction* of the
+    until ``timeout`` seconds have passed since the submission (the wait's first request).
+    Waiting for the account's budget before that does not use the timeout up; it is bounded
+    by ``queue_timeout`` (default 24 h) instead. An explicit ``timeout=`` on a call is a hard
+    bound on the whole call, queueing included. Jitter is a *fraction* of the
     delay it stretches, never absolute seconds: a sleep is never shorter than written (Kie's
     30 s advice holds) and never longer than written times ``1 + jitter``, whatever the scale of
     the policy. Before the deadline the wait makes one last check (see ``wait_for_4k``); the
     last sleep is cut so the deadline holds.
+
+    ``upscale_time`` is how long an upscale takes, submission to result, when a deadline must
+    fit one: a wait that queued for the budget until its explicit deadline can no longer fit
+    an upscale is not submitted (:class:`NotSubmittedError`, no credits spent). None (the
+    default): learned from the 4Ks the client has seen, conservative until then (see
+    ``Veo4kClient.wait_for_4k``).
 
     With callbacks (``Veo4kClient(callbacks=...)``) polling is only a safety net for a lost
     delivery: the client's policy then polls no more often than every ``safety_net_interval``
@@ -88,6 +104,8 @@ class PollPolicy:
     wait_jitter: float = attrs.field(default=0.05, validator=_fraction)
     timeout: float = attrs.field(default=3600.0, validator=_finite_pos)
     safety_net_interval: float = attrs.field(default=900.0, validator=_finite_pos)
+    queue_timeout: float = attrs.field(default=86_400.0, validator=_finite_pos)
+    upscale_time: float | None = attrs.field(default=None, validator=_optional_pos)
 
     def __attrs_post_init__(self) -> None:
         if self.wait_max < self.wait_initial:

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 import attrs
 
-from ._callbacks import CallbackEvent
 from ._config import RateLimit
 from ._limiter import Limiter, Pacer
-from ._models import FourKStatus
+from ._models import CallbackEvent, FourKStatus
 
 if TYPE_CHECKING:
+    from ._schedule import Ask
     from ._secret import ApiKey
     from ._transport import Counter, RetryHook
 
@@ -165,7 +165,10 @@ class ClaimedSubmit:
         on_retry: RetryHook | None,
         callback_url: str | None = None,
         attempts: int | None = None,
+        ask: Ask | None = None,
     ) -> FourKStatus:
+        """Claim, then send on ``ask``'s slot; when no request is needed the slot stays with
+        the ask, and the wait hands it back to the limiter unused."""
         claim = await self._coordinator.claim(task_id, index, self._owner)
         if claim.result is not None:
             return claim.result
@@ -179,7 +182,9 @@ class ClaimedSubmit:
             return FourKStatus(
                 task_id=task_id, index=index, ready=False, msg="another process polls this task"
             )
-        status = await self._request(task_id, index, counter, on_retry, callback_url, attempts)
+        status = await self._request(
+            task_id, index, counter, on_retry, callback_url, attempts, ask=ask
+        )
         if status.ready:
             await self._coordinator.publish_result(status, self._owner)
         return status

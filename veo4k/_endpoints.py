@@ -8,6 +8,7 @@ from typing import Any
 
 from ._errors import DownloadError
 from ._models import FourKStatus, TaskRecord
+from ._schedule import Ask, Lane
 from ._transport import Api, Counter, RetryHook
 from ._urls import result_url
 from ._wire import error_for, fourk_status, make_converter, parse_record
@@ -34,14 +35,16 @@ class Endpoints:
         on_retry: RetryHook | None,
         callback_url: str | None = None,
         attempts: int | None = None,
+        ask: Ask | None = None,
     ) -> FourKStatus:
-        """One get-4k-video request: it submits the job, or reports on it."""
+        """One get-4k-video request: it submits the job, or reports on it (a one-off call
+        waits in the submission lane; a wait's ask holds its slot and lane already)."""
         body: dict[str, Any] = {"taskId": task_id, "index": index}
         if callback_url:
             body["callBackUrl"] = callback_url
         env = await self.api.call(
             "POST", FOURK_PATH, task_id=task_id, json=body, counter=counter, on_retry=on_retry,
-            attempts=attempts,
+            attempts=attempts, ask=ask, lane=Lane.SUBMIT,
         )  # fmt: skip
         return fourk_status(env, task_id, index)
 
@@ -52,7 +55,7 @@ class Endpoints:
         on_retry: RetryHook | None,
         attempts: int | None = None,
     ) -> TaskRecord:
-        """record-info: the authoritative status of any Veo task."""
+        """record-info: the authoritative status of any Veo task (an urgent follow-up)."""
         env = await self.api.call(
             "GET", RECORD_PATH, task_id=task_id, params={"taskId": task_id}, counter=counter,
             on_retry=on_retry, attempts=attempts,
@@ -62,7 +65,8 @@ class Endpoints:
         return parse_record(self._converter, env, task_id)
 
     async def fresh_download_url(self, url: str, task_id: str | None) -> str:
-        """download-url: a fresh link to a generated file (checked like any result URL)."""
+        """download-url: a fresh link to a generated file (checked like any result URL; an
+        urgent follow-up, never held behind submissions)."""
         env = await self.api.call(
             "POST", DOWNLOAD_URL_PATH, task_id=task_id, json={"url": url}, counter=Counter()
         )

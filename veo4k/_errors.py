@@ -26,6 +26,7 @@
     │   └── FourKUnavailableError              Kie says the 4K version is unavailable       (f)
     ├── SourceTaskFailedError                  record-info says the source generation failed
     ├── WaitTimeoutError (also TimeoutError)   the deadline passed before the 4K was ready
+    │   └── NotSubmittedError                  ... before it could be submitted: no credits spent
     ├── SignatureError                         a callback failed verification
     ├── InvalidCallbackError                   a callback body is malformed or too large
     └── DownloadError                          a result file could not be downloaded
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidCallbackError",
     "MediaFetchError",
     "NotFoundError",
+    "NotSubmittedError",
     "QuotaExceededError",
     "RateLimitError",
     "ServerError",
@@ -279,6 +281,9 @@ class SourceTaskFailedError(Veo4kError):
 class WaitTimeoutError(Veo4kError, TimeoutError):
     """The deadline passed before the 4K video was ready."""
 
+    submitted = True
+    """False for :class:`NotSubmittedError`: the task was never sent, no credits spent."""
+
     def __init__(
         self, task_id: str, index: int, timeout: float, attempts: int, last_state: str = ""
     ) -> None:
@@ -298,6 +303,45 @@ class WaitTimeoutError(Veo4kError, TimeoutError):
             type(self),
             (self.task_id, self.index, self.timeout, self.attempts, self.last_state),
         )
+
+
+class NotSubmittedError(WaitTimeoutError):
+    """The wait ended before its task was submitted: nothing was sent, no credits were spent.
+
+    Its deadline came while it queued for the account's budget, or what queueing left of an
+    explicit timeout could no longer fit an upscale (``estimate`` seconds), or it queued
+    longer than the policy's ``queue_timeout``. ``attempts`` is 0.
+    """
+
+    submitted = False
+
+    def __init__(
+        self,
+        task_id: str,
+        index: int,
+        timeout: float,
+        attempts: int = 0,
+        last_state: str = "",
+        *,
+        reason: str = "its deadline came while it queued for the account's budget",
+    ) -> None:
+        super().__init__(task_id, index, timeout, attempts, last_state)
+        self.reason = reason
+        self.args = (
+            f"4K of task {task_id!r} index {index} not submitted (no credits spent): {reason}",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_not_submitted,
+            (self.task_id, self.index, self.timeout, self.attempts, self.last_state, self.reason),
+        )
+
+
+def _rebuild_not_submitted(
+    task_id: str, index: int, timeout: float, attempts: int, last_state: str, reason: str
+) -> NotSubmittedError:
+    return NotSubmittedError(task_id, index, timeout, attempts, last_state, reason=reason)
 
 
 class SignatureError(Veo4kError):

@@ -1,23 +1,24 @@
-"""One client-wide request pacer: FIFO, adaptive (AIMD) on 429, cancellable while queued.
+"""The client-wide request pacer: when the next slot exists, adaptive (AIMD) on 429.
 
 Why not aiolimiter: its leaky bucket lets ``max_rate`` requests through at once and then drips,
 so an account limit of 20 per 10 s sees up to 40 requests in the first 10 s window and Kie
 answers the surplus with 429 (``benchmarks/ratelimit.py`` measures it); and its rate is fixed
 at construction, while a 429 must lower the rate of the whole client, even one built with no
 configured limit. This pacer spaces grants ``1 / rate`` seconds apart (so no window of
-``period`` seconds ever holds more than ``max_requests``), serves waiters strictly first come
-first served, and changes its rate at run time.
+``period`` seconds ever holds more than ``max_requests``) and changes its rate at run time.
+*Who* gets each slot is decided by its :class:`~veo4k._schedule.Schedule` at the moment the
+slot exists: follow-ups of tasks already paid for before new submissions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
 from typing import Protocol
 
 from ._config import RateLimit
+from ._schedule import Ask, Lane, Schedule, wait_for_slot
 
 __all__ = ["Limiter", "Pacer"]
 
@@ -27,14 +28,37 @@ _UNKNOWN_WINDOW = 1.0  # without a configured limit: pause and cut at most once 
 
 
 class Limiter(Protocol):
-    """Hands out request slots; the transport holds one per client."""
+    """Hands out the account's request slots; the transport and the poll loops hold one.
+
+    A request waiting for a slot is an :class:`Ask` in the limiter's :class:`Schedule` (its
+    lane and urgency). When a slot exists the limiter hands it to the schedule's best candidate
+    at that moment (``schedule.grant``): who goes next is decided when the slot comes, not when
+    a request started queueing. A granted request reports its end with :meth:`finished` (or
+    :meth:`unused` when it was never sent), which frees its connection (``max_in_flight``).
+    """
 
     @property
     def pacer(self) -> Pacer:
         """The in-process pacer behind it (the whole limiter, or its fallback)."""
 
-    async def acquire(self) -> float:
-        """Wait for a slot; return the loop time it was granted at."""
+    @property
+    def schedule(self) -> Schedule:
+        """The local candidates: lanes, urgency, admission, the connection cap."""
+
+    def offer(self, ask: Ask) -> None:
+        """Queue ``ask``; ``ask.granted(at)`` is called when its slot comes (maybe at once)."""
+
+    def withdraw(self, ask: Ask) -> None:
+        """Take a queued ``ask`` out: its place is free at once (no-op if not queued)."""
+
+    async def acquire(self, lane: Lane = Lane.FOLLOW_UP, latest: float | None = None) -> float:
+        """Wait for a slot as a one-off request; return the loop time it was granted at."""
+
+    def finished(self) -> None:
+        """A granted request has ended."""
+
+    def unused(self, granted_at: float) -> None:
+        """A slot granted at ``granted_at`` was not used for a request after all."""
 
     def on_rate_limited(self, granted_at: float, retry_after: float | None, now: float) -> None:
         """A request granted at ``granted_at`` was answered 429."""
@@ -44,7 +68,8 @@ class Limiter(Protocol):
 
 
 class Pacer:
-    """Hands out request slots in arrival order at the current rate (requests per second)."""
+    """Hands out request slots at the current rate (requests per second), each to the best
+    candidate of its :class:`Schedule` at that moment."""
 
     def __init__(self, limit: RateLimit | None, *, headroom: float = 0.95) -> None:
         self._limit = limit
@@ -58,7 +83,8 @@ class Pacer:
         self._paused_until = -math.inf
         self._last_decrease = -math.inf
         self._last_increase = -math.inf
-        self._waiters: collections.deque[asyncio.Future[float]] = collections.deque()
+        self.schedule = Schedule()
+        """Who gets each slot (the client sets its connection cap, ``max_in_flight``)."""
         self._wake_handle: asyncio.TimerHandle | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=100_000)
         self._first_grant = math.inf
@@ -73,34 +99,42 @@ class Pacer:
 
     @property
     def pacer(self) -> Pacer:
-        """This pacer (the :class:`~veo4k._coordination.Limiter` interface)."""
+        """This pacer (the :class:`Limiter` interface)."""
         return self
 
     @property
     def queued(self) -> int:
-        """Waiters still in the queue (cancelled ones may linger until the next wake)."""
-        return len(self._waiters)
+        """Requests waiting for a slot."""
+        return len(self.schedule)
 
-    async def acquire(self) -> float:
+    def offer(self, ask: Ask) -> None:
+        """Queue ``ask``; it is granted at once when a slot and a connection are free and it is
+        the best candidate."""
+        self.schedule.slot_gap = 0.0 if math.isinf(self._rate) else 1.0 / self._rate
+        self.schedule.push(ask)
+        self._wake(asyncio.get_running_loop())
+
+    def withdraw(self, ask: Ask) -> None:
+        """Take ``ask`` out of the queue: its place is free at once."""
+        self.schedule.remove(ask)
+
+    async def acquire(self, lane: Lane = Lane.FOLLOW_UP, latest: float | None = None) -> float:
         """Wait for a slot; return the loop time at which it was granted.
 
         Cancelling the caller while it queues removes it from the queue: deadlines hold.
         """
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if not self._waiters and now >= self._earliest():
-            return self._grant(now)
-        fut: asyncio.Future[float] = loop.create_future()
-        self._waiters.append(fut)
-        self._schedule(loop)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():  # granted, then cancelled: the slot is spent
-                pass
-            else:
-                self._discard(fut)
-            raise
+        return await wait_for_slot(self, lane, latest)
+
+    def finished(self) -> None:
+        """A granted request ended: its connection is free for the next candidate."""
+        self.schedule.finished()
+        if self.schedule:
+            self._wake(asyncio.get_running_loop())
+
+    def unused(self, granted_at: float) -> None:
+        """A granted slot was not used: its connection is free; the slot itself stays spent
+        (the grid counted it, and no window may hold one request more than the limit)."""
+        self.finished()
 
     def on_rate_limited(self, granted_at: float, retry_after: float | None, now: float) -> None:
         """A request granted at ``granted_at`` was answered 429: slow the whole client down.
@@ -152,29 +186,20 @@ class Pacer:
             self._first_grant = min(self._first_grant, now)
         return now
 
-    def _discard(self, fut: asyncio.Future[float]) -> None:
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(fut)
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._wake_handle is not None or not self._waiters:
-            return
-        self._wake_handle = loop.call_at(self._earliest(), self._wake, loop)
-
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._wake_handle = None
-        while self._waiters:
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
+        while self.schedule and self.schedule.has_room:
             now = loop.time()
-            if now < self._earliest():
+            if now < self._earliest() or not self.schedule.grant(now):
                 break
-            fut = self._waiters.popleft()
-            if fut.done():
-                continue
-            fut.set_result(self._grant(now))
-        self._schedule(loop)
+            self._grant(now)
+        if self.schedule and self.schedule.has_room:
+            self._wake_handle = loop.call_at(self._earliest(), self._wake, loop)
 
     def close(self) -> None:
-        """Drop the wake-up timer; queued waiters are cancelled by their owners."""
+        """Drop the wake-up timer; queued asks are withdrawn by their owners."""
         if self._wake_handle is not None:
             self._wake_handle.cancel()
             self._wake_handle = None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 
 import attrs
 
 from ._errors import Veo4kError
 
 __all__ = [
+    "CallbackEvent",
     "FourKResult",
     "FourKStatus",
     "Outcome",
@@ -102,6 +103,9 @@ class TaskRecord:
 class WaitState(enum.StrEnum):
     """Where a wait stands, as reported to ``on_update``."""
 
+    QUEUED = "queued"
+    """The submission waits in line for the account's budget (a second's worth of requests or
+    more ahead): nothing was sent yet, and a default timeout has not started."""
     SUBMITTED = "submitted"
     """The 4K job was accepted (or was already running); polling follows."""
     PROCESSING = "processing"
@@ -149,3 +153,28 @@ class Outcome:
     def ok(self) -> bool:
         """True when the 4K is ready."""
         return self.result is not None
+
+
+@attrs.frozen(kw_only=True)
+class CallbackEvent:
+    """One callback delivery from Kie, whatever shape it came in."""
+
+    task_id: str
+    ok: bool
+    """True when Kie reports success and sends at least one result URL."""
+    code: int
+    msg: str
+    result_urls: tuple[str, ...] = ()
+    image_urls: tuple[str, ...] = ()
+    received_at: datetime = attrs.field(factory=lambda: datetime.now(UTC))
+    duplicate: bool = False
+    """An earlier delivery of the same task and outcome was already dispatched."""
+    index: int | None = None
+    """The video index this callback is for, when known: Kie's callbacks name none, a
+    coordinator learns it from the waits of its namespace. None: unknown."""
+
+    @property
+    def unavailable(self) -> bool:
+        """Kie says the 4K version of this video is unavailable (permanent)."""
+        low = self.msg.lower()
+        return not self.ok and "unavailable" in low and "4k" in low

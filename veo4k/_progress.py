@@ -15,13 +15,15 @@ _WAITING = frozenset(
 
 @attrs.frozen
 class ProgressCounts:
-    """A snapshot: ``submitted`` counts tasks Kie accepted at least once (cumulative)."""
+    """A snapshot: ``submitted`` counts tasks Kie accepted at least once (cumulative);
+    ``queued`` the tasks waiting for the account's budget, not submitted yet."""
 
     total: int
     submitted: int
     processing: int
     done: int
     failed: int
+    queued: int = 0
 
     @property
     def finished(self) -> int:
@@ -60,4 +62,5 @@ class BatchProgress:
             processing=sum(s in _WAITING for s in states),
             done=states.count(WaitState.READY),
             failed=states.count(WaitState.FAILED),
+            queued=states.count(WaitState.QUEUED),
         )

@@ -22,6 +22,7 @@ from ._errors import (
     Veo4kError,
 )
 from ._limiter import Limiter
+from ._schedule import Ask, Lane
 from ._secret import ApiKey, AuthHeaders
 from ._wire import (
     MAX_BODY_BYTES,
@@ -135,11 +136,12 @@ class Api:
         self._inflight: dict[asyncio.Timeout, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._retry = retry
-        self._pacer = pacer
+        self._limiter = pacer
         self._rng = rng
-        # Requests wait here, cheaply, before aiohttp builds them: 10,000 waiters would
-        # otherwise park 10,000 half-built requests in the connector queue (memory, GC time).
-        self._slots = asyncio.Semaphore(max_connections)
+        # The limiter grants at most max_connections slots whose request has not ended: a
+        # request waits as an entry in its schedule, cheaply, before aiohttp builds it (10,000
+        # waiters would otherwise park 10,000 half-built requests in the connector queue).
+        pacer.schedule.max_in_flight = max_connections
 
     async def call(
         self,
@@ -152,13 +154,17 @@ class Api:
         counter: Counter | None = None,
         on_retry: RetryHook | None = None,
         attempts: int | None = None,
+        ask: Ask | None = None,
+        lane: Lane = Lane.FOLLOW_UP,
     ) -> Envelope:
         """Return the envelope of a non-transient answer, or raise after bounded retries.
 
         A transient answer (transport fault, 408, 429, 455, 5xx other than 501/505 or "4K
         unavailable") is retried with full-jitter backoff, up to ``attempts`` tries (default:
         the RetryPolicy's; a wait passes 1 and retries on its own schedule up to its deadline);
-        any other code is returned for the caller to classify.
+        any other code is returned for the caller to classify. The first try uses the slot
+        ``ask`` already holds, if any (a wait is granted its slot before its step starts);
+        otherwise each try waits for a slot in ``lane``.
         """
         max_attempts = self._retry.attempts if attempts is None else attempts
         caps = self._retry.backoff_caps()
@@ -166,17 +172,24 @@ class Api:
         attempt = 0
         while True:
             attempt += 1
-            granted_at = await self._pacer.acquire()
+            if ask is not None and ask.slot is not None:
+                granted_at, ask.slot = ask.slot, None
+            else:
+                granted_at = await self._limiter.acquire(lane if ask is None else ask.lane)
             if counter is not None:
                 counter.requests += 1
             try:
-                async with self._slots:
+                try:
+                    if granted_at > loop.time():  # a shared slot handed out ahead of its time
+                        await asyncio.sleep(granted_at - loop.time())
                     env = await self._send(method, path, task_id=task_id, json=json, params=params)
+                finally:
+                    self._limiter.finished()
                 if env.code in TRANSIENT_CODES:
                     raise error_for(env, task_id)
             except (TransportError, APIError) as exc:
                 if isinstance(exc, RateLimitError):
-                    self._pacer.on_rate_limited(granted_at, exc.retry_after, loop.time())
+                    self._limiter.on_rate_limited(granted_at, exc.retry_after, loop.time())
                 if not is_transient(exc):
                     raise
                 if attempt >= max_attempts:

@@ -1,25 +1,27 @@
 """The shared poll loops of one client, keyed by (task id, index), and the callbacks routed
 to them.
 
-A wait joins the loop of its task and index (starting it if needed) and leaves it when done;
-the last one to leave stops it. Each new loop takes the next point of a golden-ratio sequence
-as the phase of its first-delay jitter, so a batch started together polls evenly spread.
+A wait joins the loop of its task and index (making it if needed; its first subscriber starts
+it) and leaves it when done; the last one to leave stops it. Each new loop takes the next point
+of a golden-ratio sequence as the phase of its first-delay jitter, so a batch started together
+polls evenly spread. Loops ask the client's limiter for their slots themselves: the registry
+only finds, signals and forgets them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import random
 from collections.abc import Callable, Iterable
 
-from ._callbacks import CallbackEvent
 from ._config import PollPolicy, RetryPolicy
-from ._errors import ClientStateError, FourKUnavailableError
+from ._errors import ClientStateError
+from ._limiter import Limiter
 from ._listeners import ListenerHub
-from ._models import FourKStatus
-from ._poll import GetRecord, SharedWait, Submit, Subscription
+from ._models import CallbackEvent, FourKStatus
+from ._poll import GetRecord, SharedWait, Submit
+from ._subscriptions import Subscription
 
 __all__ = ["WaitRegistry", "settle"]
 
@@ -34,11 +36,12 @@ class WaitRegistry:
         *,
         submit: Submit,
         get_record: GetRecord,
+        limiter: Limiter,
         rng: random.Random,
         trust_callback_urls: bool,
-        max_steps: int = 100,
         retry: RetryPolicy | None = None,
         on_forget: Callable[[str, int], None] | None = None,
+        recent: Callable[[str], CallbackEvent | None] | None = None,
     ) -> None:
         # One try per step: a wait rides out transient failures on its own schedule, up to its
         # deadline, rather than giving up after RetryPolicy.attempts.
@@ -53,12 +56,9 @@ class WaitRegistry:
         self._by_task: dict[str, list[SharedWait]] = {}
         self._phase = rng.random()  # where this client's low-discrepancy sequence starts
         self.closing = False
-        # Requests in flight are bounded; loops whose request is due wait here, in order, as
-        # nothing but a deque slot (a queued task would keep ~8 live objects per loop).
-        self._max_steps = max_steps
-        self._ready: collections.deque[SharedWait] = collections.deque()
-        self._running: set[SharedWait] = set()
+        self._limiter = limiter
         self._on_forget = on_forget  # the coordinator frees the task's lease
+        self._recent = recent  # the receiver's callbacks that came before anyone waited
 
     def __len__(self) -> int:
         return len(self._waits)
@@ -70,11 +70,14 @@ class WaitRegistry:
         policy: PollPolicy,
         callback_url: str | None,
         *,
-        early: CallbackEvent | None = None,
+        basis: PollPolicy | None = None,
     ) -> SharedWait:
-        """The running loop for ``(task_id, index)``, started now if there is none.
+        """The loop for ``(task_id, index)``, made now if there is none (subscribe to it: the
+        first waiter starts it).
 
-        ``early`` is a callback that came before anyone waited: it is applied at once.
+        A callback that came before anyone waited (``recent``) is handed to a new loop, which
+        acts on it first. ``basis`` is the policy an upscale's duration is estimated from
+        (default: ``policy``).
         """
         key = (task_id, index)
         shared = self._waits.get(key)
@@ -89,16 +92,16 @@ class WaitRegistry:
             if callback_url
             else self._submit
         )
+        early = self._recent(task_id) if self._recent is not None else None
+        trust_early = self._trusted(task_id, joining=True)
         shared = SharedWait(
             task_id, index, policy, self._rng, now=loop.time(), phase=self._phase,
-            submit=submit, get_record=self._get_record, on_end=self._finished,
-            launch=self._launch, retry=self._retry, hub=self.listeners,
+            submit=submit, get_record=self._get_record, on_end=self._forget,
+            limiter=self._limiter, retry=self._retry, hub=self.listeners, basis=basis,
+            early=early, trust_early=trust_early,
         )  # fmt: skip
         self._waits[key] = shared
         self._by_task.setdefault(task_id, []).append(shared)
-        if early is not None:
-            self._signal(shared, early)
-        shared.start()
         return shared
 
     @staticmethod
@@ -117,13 +120,15 @@ class WaitRegistry:
         await self.listeners.close()
         self._waits.clear()
         self._by_task.clear()
-        self._ready.clear()
 
     def on_callback(self, event: CallbackEvent) -> None:
         """Route a verified callback to the loops of its task (of its index, when known)."""
+        alone = self._trusted(event.task_id)
         for shared in list(self._by_task.get(event.task_id, ())):
-            if event.index is None or event.index == shared.index:
-                self._signal(shared, event)
+            if event.index is None:  # Kie names no index: trusted only with one index waiting
+                shared.on_callback(event, trusted=alone)
+            elif event.index == shared.index:
+                shared.on_callback(event, trusted=self._trust)
 
     def on_result(self, status: FourKStatus) -> None:
         """A ready result seen by a poll elsewhere (another process): end its wait here."""
@@ -131,49 +136,11 @@ class WaitRegistry:
         if shared is not None:
             shared.signal(ready=status)
 
-    def _signal(self, shared: SharedWait, event: CallbackEvent) -> None:
-        # Trusted results end the wait; the rest trigger a confirming poll (the body is not
-        # signed, only the task id and timestamp are). A callback of unknown index, with
-        # several indices of one task waiting, is always confirmed.
-        alone = len(self._by_task.get(event.task_id, ())) == 1
-        trusted = self._trust and (event.index == shared.index or (event.index is None and alone))
-        if trusted and event.ok:
-            ready = FourKStatus(
-                task_id=event.task_id,
-                index=shared.index,
-                ready=True,
-                result_urls=event.result_urls,
-                image_urls=event.image_urls,
-                msg=event.msg,
-                code=event.code,
-            )
-            shared.signal(ready=ready)
-        elif trusted and event.unavailable:
-            shared.signal(error=FourKUnavailableError(event.code, event.msg, event.task_id))
-        else:
-            shared.signal()
-
-    def _launch(self, shared: SharedWait) -> None:
-        if len(self._running) < self._max_steps:
-            self._begin(shared)
-        else:
-            self._ready.append(shared)
-
-    def _begin(self, shared: SharedWait) -> None:
-        shared.begin_step()
-        if shared.step is not None:
-            self._running.add(shared)
-            shared.step.add_done_callback(functools.partial(self._step_ended, shared))
-
-    def _step_ended(self, shared: SharedWait, _: object) -> None:
-        self._running.discard(shared)
-        while self._ready and len(self._running) < self._max_steps:
-            nxt = self._ready.popleft()
-            if not nxt.stopping:
-                self._begin(nxt)
-
-    def _finished(self, shared: SharedWait) -> None:
-        self._forget(shared)
+    def _trusted(self, task_id: str, *, joining: bool = False) -> bool:
+        # A callback of unknown index is trusted only with one index of its task waiting
+        # here; else it is always confirmed by a poll.
+        waiting = len(self._by_task.get(task_id, ())) + joining
+        return self._trust and waiting == 1
 
     def _forget(self, shared: SharedWait) -> None:
         key = (shared.task_id, shared.index)

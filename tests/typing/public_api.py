@@ -86,3 +86,18 @@ async def issue_11_names() -> None:
     base: str = veo4k.testing.SIMULATED_BASE_URL
     fake.inject(veo4k.testing.FaultKind.EDGE_BLOCK, until=60.0)
     del job, credits, full, final_errors, transient, session, base, markup
+
+
+async def issue_17_names(client: veo4k.Veo4kClient) -> None:
+    policy = veo4k.PollPolicy(queue_timeout=86_400.0, upscale_time=None)
+    estimate: float | None = policy.upscale_time
+    try:
+        await client.wait_for_4k("t", timeout=900.0, poll_policy=policy)
+    except veo4k.NotSubmittedError as exc:
+        timed_out: veo4k.WaitTimeoutError = exc
+        reason: str = exc.reason
+        submitted: bool = exc.submitted
+        del timed_out, reason, submitted
+    queued: int = veo4k.BatchProgress(total=1).counts().queued
+    state: veo4k.WaitState = veo4k.WaitState.QUEUED
+    del estimate, queued, state

@@ -17,12 +17,11 @@ import attrs
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from .._callbacks import CallbackEvent
 from .._config import RateLimit
 from .._coordination import Claim, Coordinator, OutcomeSink
 from .._errors import ConfigurationError
 from .._limiter import Limiter, Pacer
-from .._models import FourKStatus
+from .._models import CallbackEvent, FourKStatus
 from .._secret import ApiKey
 from . import _scripts
 from ._fanout import Listener

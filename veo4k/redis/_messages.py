@@ -14,8 +14,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from .._callbacks import CallbackEvent
-from .._models import FourKStatus
+from .._models import CallbackEvent, FourKStatus
 
 __all__ = [
     "callback_field",

@@ -1,0 +1,225 @@
+"""Deadlines that mean the upscale, and credits only for what can finish (issue 17), in virtual
+time: a default timeout counts from the submission, an explicit one bounds the whole call,
+queueing has its own bound and a visible state, admission never pays for a lost cause."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import veo4k
+from veo4k.testing import FakeKie
+
+from .virtual import simulated, virtual_time
+
+SLOW_RATE = veo4k.RateLimit(max_requests=1, period=60.0)  # one slot every 63.2 s
+SLOT = 60.0 / 0.95
+QUICK = veo4k.PollPolicy(first_delay=20, first_delay_jitter=0, wait_initial=10, wait_max=10,
+                         timeout=100)  # fmt: skip
+
+
+def fake_with(*names: str, ready_after: float = 10.0) -> FakeKie:
+    fake = FakeKie(auto_create=False)
+    for name in names:
+        fake.add_task(name, ready_after=ready_after)
+    return fake
+
+
+async def queued_behind_two(
+    fake: FakeKie, policy: veo4k.PollPolicy, **wait: float
+) -> tuple[veo4k.WaitTimeoutError, float]:
+    """Wait for "c" while "a" and "b" hold the next two slots of SLOW_RATE: its error and
+    how long after the call it came."""
+    loop = asyncio.get_running_loop()
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
+        others = [asyncio.create_task(client.wait_for_4k(n)) for n in "ab"]
+        await asyncio.sleep(0)
+        start = loop.time()
+        with pytest.raises(veo4k.WaitTimeoutError) as info:
+            await client.wait_for_4k("c", **wait)
+        took = loop.time() - start
+        await asyncio.gather(*others)
+    return info.value, took
+
+
+@virtual_time
+async def test_default_timeout_counts_from_the_submission() -> None:
+    """Four waits behind a slow budget: the last one queues ~190 s, more than its 100 s
+    policy timeout, and still ends with its 4K (the timeout started at its submission)."""
+    fake = fake_with("a", "b", "c", "d")
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=QUICK) as client:
+        results = await asyncio.gather(*(client.wait_for_4k(n) for n in "abcd"))
+    last = results[-1]
+    submitted = fake.tasks["d"].jobs[0].started
+    assert submitted >= 3 * SLOT - 0.01  # queued three slots, longer than the timeout
+    assert last.elapsed > QUICK.timeout
+    assert all(r.video_url for r in results)
+
+
+@virtual_time
+async def test_explicit_timeout_is_a_hard_bound_on_the_whole_call() -> None:
+    """timeout= bounds the call, queueing included: a wait that queues past it ends at its
+    deadline, to the tick, with NotSubmittedError (a WaitTimeoutError), and 0 requests. (50 s
+    is less than the 60 s an upscale takes here, so admission leaves it to its deadline.)"""
+    fake = fake_with("a", "b", "c")
+    error, took = await queued_behind_two(fake, QUICK, timeout=50)
+    assert took == pytest.approx(50)
+    assert isinstance(error, veo4k.NotSubmittedError)
+    assert isinstance(error, TimeoutError)
+    assert (error.submitted, error.attempts, error.timeout) == (False, 0, 50)
+    assert "no credits spent" in str(error)
+    assert fake.posts("c") == 0
+
+
+@virtual_time
+async def test_explicit_timeout_counts_queueing_after_the_submission_too() -> None:
+    """A wait that queued a slot (63 s) before its submission still ends at the call's
+    deadline (80 s), not 80 s after the submission."""
+    fake = fake_with("a", "b", ready_after=1000.0)
+    policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, upscale_time=5)
+    loop = asyncio.get_running_loop()
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
+        first = asyncio.create_task(client.wait_for_4k("a"))
+        await asyncio.sleep(0)
+        start = loop.time()
+        with pytest.raises(veo4k.WaitTimeoutError) as info:
+            await client.wait_for_4k("b", timeout=80)
+        assert loop.time() - start == pytest.approx(80)
+        first.cancel()
+    assert info.value.submitted
+    assert not isinstance(info.value, veo4k.NotSubmittedError)
+    assert fake.submissions("b") == 1
+
+
+@virtual_time
+async def test_queueing_is_bounded_by_queue_timeout() -> None:
+    """A default wait does not queue forever: past the policy's queue_timeout it ends with
+    NotSubmittedError, saying so."""
+    fake = fake_with("a", "b", "c")
+    policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, queue_timeout=100)
+    error, took = await queued_behind_two(fake, policy)
+    assert took == pytest.approx(100)
+    assert isinstance(error, veo4k.NotSubmittedError)
+    assert "queue_timeout=100" in str(error)
+    assert error.timeout == policy.timeout
+    assert fake.posts("c") == 0
+
+
+@virtual_time
+async def test_a_wait_that_can_no_longer_finish_is_not_submitted() -> None:
+    """Admission: with a 60 s upscale, a wait given 100 s that queues past 40 s ends then,
+    unsubmitted (0 requests, no credits), saying why."""
+    fake = fake_with("a", "b", "c")
+    policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, upscale_time=60)
+    error, took = await queued_behind_two(fake, policy, timeout=100)
+    assert took == pytest.approx(40)
+    assert isinstance(error, veo4k.NotSubmittedError)
+    assert "cannot fit an upscale" in str(error)
+    assert error.attempts == 0
+    assert fake.posts("c") == 0
+
+
+@virtual_time
+async def test_a_timeout_shorter_than_an_upscale_is_the_callers_choice() -> None:
+    """A wait whose timeout never fitted an upscale (the 4K may be done already) is sent: a
+    finished task returns its URLs within a 5 s timeout, queued or not."""
+    fake = fake_with("a", "done", ready_after=0.0)
+    async with simulated(fake, rate_limit=veo4k.RateLimit(max_requests=1, period=2.0)) as client:
+        first = asyncio.create_task(client.wait_for_4k("a"))
+        await asyncio.sleep(0)
+        result = await client.wait_for_4k("done", timeout=5)  # waits ~2 s for its slot
+        await first
+    assert result.video_url
+    assert result.requests == 1
+
+
+@virtual_time
+async def test_a_callback_wait_is_judged_by_the_polling_policy() -> None:
+    """Admission estimates a callback wait's upscale from the client's polling policy
+    (2 x 300 + 2 x 30 = 660 s), not from its 900 s safety net: a wait given 700 s that
+    queued more than 40 s is not submitted."""
+    fake = FakeKie(auto_create=False, deliver_callbacks=False)
+    for name in "abc":
+        fake.add_task(name, ready_after=10.0)
+    receiver = veo4k.CallbackReceiver("hmac-key")
+    server = veo4k.CallbackServer(receiver, public_url="http://callbacks.simulated/kie")
+    loop = asyncio.get_running_loop()
+    async with simulated(fake, rate_limit=SLOW_RATE, callbacks=server) as client:
+        others = [asyncio.create_task(client.wait_for_4k(n, timeout=3600)) for n in "ab"]
+        await asyncio.sleep(0)
+        start = loop.time()
+        with pytest.raises(veo4k.NotSubmittedError):
+            await client.wait_for_4k("c", timeout=700)
+        assert loop.time() - start == pytest.approx(40)
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+    assert fake.posts("c") == 0
+
+
+@virtual_time
+async def test_queued_waits_say_so_and_progress_counts_them() -> None:
+    """A wait in line for the budget emits QUEUED (nothing sent yet); BatchProgress counts it
+    as queued, apart from submitted, until its submission."""
+    names = [f"t{i}" for i in range(6)]
+    fake = fake_with(*names)
+    policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10)  # polls held
+    progress = veo4k.BatchProgress(total=len(names))
+    events: list[veo4k.WaitEvent] = []
+
+    def listen(event: veo4k.WaitEvent) -> None:
+        events.append(event)
+        progress(event)
+
+    snapshots = []
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
+        batch = asyncio.create_task(client.wait_for_4k_many(names, on_update=listen))
+        await asyncio.sleep(1)
+        snapshots.append(progress.counts())
+        await asyncio.sleep(2 * SLOT)
+        snapshots.append(progress.counts())
+        await batch
+    first, later = snapshots
+    assert (first.queued, first.submitted) == (4, 1)  # t0 sent, t1 next in line, 4 behind
+    assert (later.queued, later.submitted) == (3, 3)
+    assert progress.counts().queued == 0
+    assert progress.counts().done == 6
+    queued = [e for e in events if e.state is veo4k.WaitState.QUEUED]
+    assert {e.task_id for e in queued} == {"t2", "t3", "t4", "t5"}
+    assert all(e.attempt == 0 for e in queued)
+    for event in queued:  # QUEUED comes before anything else of that task
+        assert next(e for e in events if e.task_id == event.task_id) is event
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@virtual_time
+async def test_a_batch_that_cannot_fit_warns_once() -> None:
+    """Twenty tasks given 100 s at one slot a minute: the few that fit are done, the rest
+    end unsubmitted, and the batch logs one warning, not one per task."""
+    names = [f"t{i}" for i in range(20)]
+    fake = fake_with(*names)
+    policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, upscale_time=40)
+    handler = Records()
+    logging.getLogger("veo4k").addHandler(handler)
+    try:
+        async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
+            outcomes = [o async for o in client.as_completed(names, timeout=100)]
+    finally:
+        logging.getLogger("veo4k").removeHandler(handler)
+    refused = [o for o in outcomes if isinstance(o.error, veo4k.NotSubmittedError)]
+    assert len(refused) >= 17
+    assert all(fake.posts(o.task_id) == 0 for o in refused)
+    assert sum(1 for o in outcomes if o.ok) >= 1
+    warnings = handler.records
+    assert len(warnings) == 1
+    assert "cannot fit them all" in warnings[0].getMessage()

@@ -1,0 +1,362 @@
+"""Who gets the account's next request slot: lanes, urgency and admission.
+
+The limiter (:mod:`veo4k._limiter`, or ``veo4k.redis``) decides *when* a slot exists; this room
+decides *who* gets it, at the moment it exists. A request waiting for a slot is an :class:`Ask`:
+a small entry in a heap (a due poll is not a task), with its lane and urgency.
+
+Lanes. A *follow-up* is a request about a task already submitted: a poll, the confirmation of a
+callback, a record-info check, a link refresh. A *submission* may start a paid job. The rule:
+
+- urgent follow-ups (confirmations, record-info, link refreshes, a wait's last look before its
+  deadline) go first, earliest due first: they never wait behind a submission;
+- while submissions wait, a due poll is held back, at most ``hold_back`` seconds (300) after it
+  became due, and released two slots before its wait's deadline (its last look); once its
+  hold is over it goes before submissions,
+  earliest end of hold first. While no submission waits, polls go at once. A poll is never sent
+  before the wait's PollPolicy makes it due: the policy is a floor on spacing;
+- submissions go earliest deadline first, then in arrival order; even while polls past their
+  hold wait, at least one slot in four (``submit_share``) goes to a waiting submission.
+
+So neither side starves: a poll waits at most ``hold_back`` for submissions (then its turn among
+polls), and submissions keep at least a quarter of the slots. Holding polls back while
+submissions wait is what keeps a rate-bound batch near two requests per task (the submission,
+and one poll that finds the 4K ready) with a detection delay that does not grow with the batch.
+
+Admission. A submission is the only request that spends credits; :class:`Admission` estimates
+how long an upscale takes (configured, or learned from this client's 4Ks), and a wait whose
+queueing has left it too little time for one is not submitted at all
+(:meth:`Admission.refuses`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import heapq
+import math
+from collections.abc import Iterable
+from typing import Protocol
+
+from ._config import PollPolicy
+
+__all__ = [
+    "HOLD_BACK",
+    "SUBMIT_SHARE",
+    "Admission",
+    "Ask",
+    "Lane",
+    "Schedule",
+    "SlotOwner",
+    "wait_for_slot",
+]
+
+HOLD_BACK = 300.0
+"""Seconds a due poll may wait for submissions (``benchmarks/batch.py`` sweeps it)."""
+SUBMIT_SHARE = 0.25
+"""While submissions wait, at least this share of the slots goes to them."""
+LEARN_AFTER = 20
+"""4Ks seen before the learned estimate replaces the conservative one."""
+LEARN_WINDOW = 200
+
+
+class Lane(enum.IntEnum):
+    """What a request is to the account's budget."""
+
+    FOLLOW_UP = 0
+    """About a task already submitted (poll, confirmation, record-info, link refresh)."""
+    SUBMIT = 1
+    """It may start a paid job."""
+
+
+_URGENT, _POLLS, _SUBMISSIONS = 0, 1, 2
+
+
+class Ask:
+    """A request's place in the schedule: its lane and urgency, and its slot once granted.
+
+    ``due`` is when it became due; ``latest`` is, for a poll, the time past which it must not
+    be held (its deadline), and for a submission its deadline (the order among submissions).
+    A wait is its own ask (no object more per wait); one-off requests use :func:`wait_for_slot`.
+    """
+
+    __slots__ = ("_seq", "due", "lane", "latest", "slot", "urgent")
+
+    def __init__(
+        self,
+        lane: Lane = Lane.FOLLOW_UP,
+        *,
+        urgent: bool = True,
+        due: float = 0.0,
+        latest: float = math.inf,
+    ) -> None:
+        self.lane = lane
+        self.urgent = urgent
+        self.due = due
+        self.latest = latest
+        self.slot: float | None = None
+        """The loop time of a slot granted and not yet used: the request goes then (a shared
+        limiter may hand a slot out a little ahead of its time)."""
+        self._seq = -1  # its entry in the schedule, -1 while not queued
+
+    @property
+    def queued(self) -> bool:
+        """Waiting in a schedule for a slot."""
+        return self._seq >= 0
+
+    def granted(self, at: float) -> bool:
+        """Take the slot granted at ``at``; False passes it to the next candidate."""
+        raise NotImplementedError
+
+    def admit(self, now: float, admission: Admission) -> bool:
+        """May this submission still be sent (see :meth:`Admission.refuses`)? False ends it:
+        :meth:`refused` is called and the slot goes to the next candidate."""
+        return True
+
+    def refused(self) -> None:
+        """Admission said no: end without sending (only asks whose ``admit`` can say no)."""
+
+
+class SlotOwner(Protocol):
+    """What :func:`wait_for_slot` needs of a limiter."""
+
+    def offer(self, ask: Ask) -> None: ...
+    def withdraw(self, ask: Ask) -> None: ...
+    def unused(self, granted_at: float) -> None: ...
+
+
+class _Waiter(Ask):
+    __slots__ = ("future",)
+
+    def __init__(self, lane: Lane, due: float, latest: float) -> None:
+        super().__init__(lane, urgent=lane is Lane.FOLLOW_UP, due=due, latest=latest)
+        self.future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def granted(self, at: float) -> bool:
+        if self.future.done():  # cancelled: its owner withdraws it when it runs
+            return False
+        self.future.set_result(at)
+        return True
+
+
+async def wait_for_slot(
+    limiter: SlotOwner, lane: Lane = Lane.FOLLOW_UP, latest: float | None = None
+) -> float:
+    """Wait for a slot as a one-off request; return the loop time it was granted at.
+
+    A follow-up is urgent (first in line); a submission is ordered by ``latest`` (default:
+    now, before any wait's submission). Cancelling the caller while it queues frees its place
+    at once; a slot granted and then cancelled before use is handed back (``unused``).
+    """
+    now = asyncio.get_running_loop().time()
+    waiter = _Waiter(lane, now, now if latest is None else latest)
+    limiter.offer(waiter)
+    try:
+        return await waiter.future
+    except asyncio.CancelledError:
+        if waiter.future.done() and not waiter.future.cancelled():
+            limiter.unused(waiter.future.result())
+        else:
+            limiter.withdraw(waiter)
+        raise
+
+
+class Schedule:
+    """The asks waiting for a slot, and the rule that picks the next one (module docstring).
+
+    ``max_in_flight`` caps slots granted and not yet finished (the client's connections).
+    """
+
+    def __init__(
+        self,
+        *,
+        hold_back: float = HOLD_BACK,
+        submit_share: float = SUBMIT_SHARE,
+        max_in_flight: float = math.inf,
+    ) -> None:
+        self.hold_back = hold_back
+        self.submit_share = submit_share
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        """Slots granted whose request has not ended."""
+        self.slot_gap = 0.0
+        """Seconds between slots at the current rate (the limiter keeps it up to date)."""
+        self.admission = Admission()
+        self._heaps: tuple[list[tuple[float, int, Ask]], ...] = ([], [], [])
+        self._waiting = [0, 0, 0]
+        self._seq = 0
+        self._stale = 0
+        self._polls_in_a_row = 0
+
+    def __len__(self) -> int:
+        return sum(self._waiting)
+
+    def waiting(self, lane: Lane) -> int:
+        """Asks of ``lane`` waiting now (per-lane demand)."""
+        if lane is Lane.SUBMIT:
+            return self._waiting[_SUBMISSIONS]
+        return self._waiting[_URGENT] + self._waiting[_POLLS]
+
+    @property
+    def has_room(self) -> bool:
+        """A slot may be granted now without passing ``max_in_flight``."""
+        return self.in_flight < self.max_in_flight
+
+    def push(self, ask: Ask) -> None:
+        """Queue ``ask`` (again, with its current urgency, if it was queued)."""
+        self.remove(ask)
+        if ask.lane is Lane.SUBMIT:
+            heap, key = _SUBMISSIONS, ask.latest
+        elif ask.urgent:
+            heap, key = _URGENT, ask.due
+        else:  # held back at most hold_back, and released two slots before its deadline
+            heap, key = _POLLS, min(ask.due + self.hold_back, ask.latest - 2 * self.slot_gap)
+        self._seq += 4  # the low two bits name the heap, so removal needs no search
+        ask._seq = self._seq + heap
+        heapq.heappush(self._heaps[heap], (key, ask._seq, ask))
+        self._waiting[heap] += 1
+
+    def remove(self, ask: Ask) -> bool:
+        """Take ``ask`` out (False if it was not queued); its place is free at once."""
+        if ask._seq < 0:
+            return False
+        self._waiting[ask._seq & 3] -= 1
+        ask._seq = -1  # its entry stays in the heap, stale, until popped or compacted
+        self._stale += 1
+        if self._stale > 1024 and self._stale > len(self):
+            self._compact()
+        return True
+
+    def grant(self, now: float) -> bool:
+        """Hand the slot of ``now`` to the best candidate; False if nobody took it."""
+        while (ask := self._pop(now)) is not None:
+            if ask.granted(now):
+                self.in_flight += 1
+                return True
+        return False
+
+    def finished(self) -> None:
+        """A granted slot's request ended (or was never sent)."""
+        self.in_flight -= 1
+
+    # -- the rule ----------------------------------------------------------------------------
+
+    def next_lane(self, now: float) -> Lane | None:
+        """The lane of the ask the next slot would go to at ``now`` (None: nobody waits).
+
+        A limiter sharing the account with other processes asks the shared schedule for a
+        slot in this lane (follow-ups before anyone's submissions).
+        """
+        heap = self._choose(now)
+        return None if heap is None else Lane.SUBMIT if heap == _SUBMISSIONS else Lane.FOLLOW_UP
+
+    def _pop(self, now: float) -> Ask | None:
+        heap = self._choose(now)
+        if heap is None:
+            return None
+        if heap == _POLLS and self._top(_SUBMISSIONS) is not None:
+            self._polls_in_a_row += 1  # a poll past its hold went before a submission
+        elif heap == _SUBMISSIONS:
+            self._polls_in_a_row = 0
+        return self._take(heap)
+
+    def _choose(self, now: float) -> int | None:
+        """Which heap the next slot goes to (the rule of the module docstring)."""
+        if self.in_flight >= self.max_in_flight:
+            return None
+        if self._top(_URGENT) is not None:
+            return _URGENT
+        poll = self._top(_POLLS)
+        if self._top_admitted(now) is None:
+            return None if poll is None else _POLLS
+        hold_over = poll is not None and self._heaps[_POLLS][0][0] <= now
+        if hold_over and (self._polls_in_a_row + 1) * self.submit_share < 1:
+            return _POLLS
+        return _SUBMISSIONS
+
+    def _top(self, heap: int) -> Ask | None:
+        entries = self._heaps[heap]
+        while entries:
+            _, seq, ask = entries[0]
+            if ask._seq == seq:
+                return ask
+            heapq.heappop(entries)
+            self._stale -= 1
+        return None
+
+    def _take(self, heap: int) -> Ask:
+        _, _, ask = heapq.heappop(self._heaps[heap])
+        ask._seq = -1
+        self._waiting[heap] -= 1
+        return ask
+
+    def _top_admitted(self, now: float) -> Ask | None:
+        while (ask := self._top(_SUBMISSIONS)) is not None:
+            if ask.admit(now, self.admission):
+                return ask
+            self._take(_SUBMISSIONS)
+            ask.refused()
+        return None
+
+    def _compact(self) -> None:
+        for entries in self._heaps:
+            entries[:] = [e for e in entries if e[2]._seq == e[1]]
+            heapq.heapify(entries)
+        self._stale = 0
+
+
+class Admission:
+    """How long an upscale takes, submission to result, to judge what can still finish.
+
+    The estimate is the policy's ``upscale_time`` when set; else, once this client has seen
+    20 4Ks it submitted, the 95th percentile of the last 200 (an upper bound: it includes the
+    detection delay, hold-back included, which is what a deadline has to fit); before that a
+    conservative ``2 * first_delay + 2 * wait_initial`` (660 s with the default policy).
+    """
+
+    def __init__(self) -> None:
+        self._seen: collections.deque[float] = collections.deque(maxlen=LEARN_WINDOW)
+        self._learned: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        """A 4K this client submitted was seen ready ``seconds`` after its submission."""
+        self._seen.append(seconds)
+        self._learned = None
+
+    def estimate(self, policy: PollPolicy) -> float:
+        """Seconds an upscale submitted now is expected to take, to its result."""
+        if policy.upscale_time is not None:
+            return policy.upscale_time
+        if len(self._seen) < LEARN_AFTER:
+            return 2 * policy.first_delay + 2 * policy.wait_initial
+        if self._learned is None:
+            ordered = sorted(self._seen)
+            self._learned = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+        return self._learned
+
+    @staticmethod
+    def refuses(now: float, estimate: float, bounds: Iterable[tuple[float, float]]) -> bool:
+        """Whether a wait not yet submitted must not be: ``bounds`` holds the (deadline,
+        timeout) of each waiter with an explicit timeout, and there is no other waiter.
+
+        Refused when no waiter can still use the submission: for each, its timeout was long
+        enough for an upscale (``timeout >= estimate``) and what queueing left is not
+        (``deadline - now <= estimate``). A timeout shorter than an upscale from the start is
+        the caller's choice (the 4K may be done already): such a wait is always sent.
+        """
+        found = False
+        for deadline, timeout in bounds:
+            if timeout < estimate or deadline - now > estimate:
+                return False
+            found = True
+        return found
+
+    @staticmethod
+    def refuse_at(estimate: float, bounds: Iterable[tuple[float, float]]) -> float:
+        """When :meth:`refuses` starts to hold for these waiters (``inf``: never)."""
+        latest = -math.inf
+        for deadline, timeout in bounds:
+            if timeout < estimate:
+                return math.inf
+            latest = max(latest, deadline - estimate)
+        return latest if latest > -math.inf else math.inf
