@@ -2,7 +2,8 @@
 one (``pip install -e '.[dev]'`` brings nox and uv).
 
 - ``tests-3.11``, ``tests-3.12``, ``tests-3.13``: the whole suite on every Python the
-  classifiers in pyproject.toml claim (``nox -s tests-3.12 -- tests/test_poll.py`` for part).
+  classifiers in pyproject.toml claim (``nox -s tests-3.12 -- tests/test_poll.py`` for part,
+  ``-- fast`` for the subset ``.ci/run`` runs on the other Pythons).
 - ``lowest``: the whole suite on the lowest version of every direct dependency that
   pyproject.toml allows (``uv pip install --resolution lowest-direct``) and the lowest
   Python: a floor that does not hold fails here.
@@ -30,6 +31,25 @@ PYTHONS = [
     if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
 ]
 
+# What CI runs beside the whole suite on the default Python: the parts where the interpreter and
+# the dependency versions matter most (event loop, cancellation and timeouts, aiohttp on both
+# sides of the wire, attrs/cattrs models, redis-py), about a fifth of the suite's time.
+FAST = [
+    "tests/test_client.py",
+    "tests/test_poll.py",
+    "tests/test_wire.py",
+    "tests/test_config.py",
+    "tests/test_codes.py",
+    "tests/test_limiter.py",
+    "tests/test_listeners.py",
+    "tests/test_callbacks.py",
+    "tests/test_download.py",
+    "tests/test_secrets.py",
+    "tests/test_untrusted_input.py",
+    "tests/test_testing_plugin.py",
+    "tests/redis/test_redis_coordinator.py",
+]
+
 nox.options.default_venv_backend = "uv"
 nox.options.download_python = "never"
 nox.options.sessions = ["tests", "lowest", "lint", "typecheck", "docs", "dist"]
@@ -52,11 +72,16 @@ def _pyenv_on_path() -> None:
 _pyenv_on_path()
 
 
+def _pytest(session: nox.Session) -> None:
+    args = FAST if session.posargs == ["fast"] else session.posargs
+    session.run("python", "-m", "pytest", *args)
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The suite (or the test paths given after ``--``) on one Python."""
+    """The suite (or the test paths given after ``--``, or ``fast``) on one Python."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    _pytest(session)
 
 
 @nox.session(python=PYTHONS[0])
@@ -64,7 +89,7 @@ def lowest(session: nox.Session) -> None:
     """The suite on the lowest direct dependency versions pyproject.toml allows."""
     session.install("--resolution=lowest-direct", "-e", ".[test]")
     session.run("uv", "pip", "freeze", silent=False, external=True)  # what "lowest" was
-    session.run("python", "-m", "pytest", *session.posargs)
+    _pytest(session)
 
 
 @nox.session(python=PYTHONS[0])
