@@ -86,26 +86,41 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def lowest(session: nox.Session) -> None:
-    """The suite on the lowest direct dependency versions pyproject.toml allows."""
+    """The suite, lint and type check on the lowest direct dependency versions pyproject.toml
+    allows (ruff and mypy have floors too: ``fast`` keeps them, they take seconds)."""
     session.install("--resolution=lowest-direct", "-e", ".[test]")
     session.run("uv", "pip", "freeze", silent=False, external=True)  # what "lowest" was
+    _lint_and_types(session)
     _pytest(session)
+
+
+def _lint(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+def _types(session: nox.Session) -> None:
+    session.run("mypy", "--strict", "veo4k")
+    session.run("mypy", "--strict", "tests/typing")
+
+
+def _lint_and_types(session: nox.Session) -> None:
+    _lint(session)
+    _types(session)
 
 
 @nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """ruff's lint and format checks."""
     session.install("-e", ".[test]")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
+    _lint(session)
 
 
 @nox.session(python=PYTHONS[0])
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and on the public API's typing examples."""
     session.install("-e", ".[test]")
-    session.run("mypy", "--strict", "veo4k")
-    session.run("mypy", "--strict", "tests/typing")
+    _types(session)
 
 
 @nox.session(python=PYTHONS[0])
