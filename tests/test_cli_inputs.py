@@ -8,6 +8,7 @@ import pathlib
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 
@@ -38,7 +39,7 @@ def folder(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> pathlib.P
     (tmp_path / "corrupt" / "veo4k-journal.sqlite").write_bytes(b"garbage" * 1000)
     newer = tmp_path / "newer"
     newer.mkdir()
-    with sqlite3.connect(newer / "veo4k-journal.sqlite") as db:
+    with closing(sqlite3.connect(newer / "veo4k-journal.sqlite")) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     return tmp_path
 
