@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 
@@ -172,7 +173,7 @@ async def test_kill_9_then_rerun_pays_once_and_finishes(tmp_path: pathlib.Path) 
             name = f"{task_id}_0.mp4"
             assert (out / name).read_bytes() == fake_video_bytes(name, kie.file_size)
         assert not list(out.glob("*.part"))
-    with sqlite3.connect(out / "veo4k-journal.sqlite") as db:
+    with closing(sqlite3.connect(out / "veo4k-journal.sqlite")) as db:
         states = dict(db.execute("SELECT task_id, state FROM tasks").fetchall())
         history: dict[str, list[str]] = {t: [] for t in ids}
         for task_id, state in db.execute("SELECT task_id, state FROM events ORDER BY rowid"):

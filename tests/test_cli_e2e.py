@@ -11,6 +11,7 @@ import signal
 import socket
 import sqlite3
 import sys
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -45,7 +46,7 @@ def summary(stdout: str) -> dict[str, Any]:
 
 
 def journal_states(folder: pathlib.Path) -> dict[str, tuple[str, str]]:
-    with sqlite3.connect(folder / "veo4k-journal.sqlite") as db:
+    with closing(sqlite3.connect(folder / "veo4k-journal.sqlite")) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         rows = db.execute("SELECT task_id, state, kind FROM tasks").fetchall()
     return {task: (state, kind) for task, state, kind in rows}
@@ -106,7 +107,7 @@ async def test_signal_mid_batch_stops_cleanly_and_rerun_finishes(
         assert all(t["requests"] >= 1 for t in last["tasks"])
         assert f"stopped by {signal.Signals(signum).name}" in err
         assert {s for s, _ in journal_states(tmp_path).values()} == {"submitted"}
-        with sqlite3.connect(tmp_path / "veo4k-journal.sqlite") as db:
+        with closing(sqlite3.connect(tmp_path / "veo4k-journal.sqlite")) as db:
             notes = db.execute("SELECT task_id FROM events WHERE detail='interrupted'").fetchall()
         assert sorted(t for (t,) in notes) == ids
         for task in ids:

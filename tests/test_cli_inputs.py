@@ -8,6 +8,7 @@ import pathlib
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 
@@ -38,7 +39,7 @@ def folder(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> pathlib.P
     (tmp_path / "corrupt" / "veo4k-journal.sqlite").write_bytes(b"garbage" * 1000)
     newer = tmp_path / "newer"
     newer.mkdir()
-    with sqlite3.connect(newer / "veo4k-journal.sqlite") as db:
+    with closing(sqlite3.connect(newer / "veo4k-journal.sqlite")) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     return tmp_path
 
@@ -124,9 +125,9 @@ def test_version_and_help(
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
     for needle in ("--callback-url", "--listen", "SECONDS", "(default: 100)", "143", "130", "3 "):
         assert needle in main_help
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    manual = (pathlib.Path(__file__).parent.parent / "docs" / "cli.md").read_text()
     table = main_help.split("exit codes:")[1].strip()
-    assert table in readme  # one table, the same in the README
+    assert table in manual  # one table, the same in the CLI's manual page
 
 
 async def test_full_disk_stops_new_downloads_but_waits_go_on(

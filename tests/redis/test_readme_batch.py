@@ -1,5 +1,5 @@
-"""The README's "Many workers" multiprocessing batch, as written, with a real Redis and the fake
-Kie over HTTP: four spawned processes share one account and upscale every task once."""
+"""The "Many workers" multiprocessing batch (docs/many-workers.md), as written, with a real Redis
+and the fake Kie over HTTP: four spawned processes share one account and upscale every task once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ._server import RedisServer
 
 
 def readme_batch() -> str:
-    section = (ROOT / "README.md").read_text().split("## Many workers", 1)[1]
+    section = (ROOT / "docs" / "many-workers.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     return next(b for b in blocks if "multiprocessing" in b)
 

@@ -1,5 +1,5 @@
-"""The README's "Many workers" app, as written, under ``uvicorn --workers 4`` with a real Redis
-and the fake Kie over HTTP: every wait ends by a callback, wherever the callback lands."""
+"""The "Many workers" app (docs/many-workers.md), as written, under ``uvicorn --workers 4`` with a
+real Redis and the fake Kie over HTTP: every wait ends by a callback, wherever it lands."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def readme_app() -> str:
-    section = (ROOT / "README.md").read_text().split("## Many workers", 1)[1]
+    section = (ROOT / "docs" / "many-workers.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     return next(b for b in blocks if "uvicorn app:app --workers 4" in b)
 

@@ -6,7 +6,7 @@
     client = veo4k.Veo4kClient(..., coordinator=coordinator)
 
 All clients of one namespace share the rate budget, the callbacks and one request stream per
-task. See README "Many workers".
+task. Guide: "Many workers" (docs/many-workers.md).
 """
 
 from __future__ import annotations
