@@ -119,7 +119,8 @@ class RedisCoordinator(Coordinator):
             timeout=timeout, retry_interval=retry_interval, where=self._where, secrets=_secrets,
             limit=pool_limit(client),
         )  # fmt: skip
-        s = client.register_script
+        # redis-py < 8 types register_script for Redis only (RedisCluster has it at run time)
+        s = client.register_script  # type: ignore[misc, unused-ignore]
         self._slot, self._rate_limited = s(_scripts.SLOT), s(_scripts.RATE_LIMITED)
         self._claim, self._read_kept = s(_scripts.CLAIM), s(_scripts.READ_KEPT)
         self._pub_result = s(_scripts.PUBLISH_RESULT)
