@@ -78,13 +78,17 @@ async def test_result_urls_with_a_non_canonical_host_end_the_wait_at_once() -> N
     ],
 )
 def test_ipv6_embedding_ipv4_is_judged_by_the_ipv4(host: str, embedded: str) -> None:
-    """NAT64, 6to4, mapped and compatible IPv6 reach their embedded IPv4: a private or
-    loopback one is refused like the IPv4 literal; a public one is allowed."""
+    """NAT64, mapped and compatible IPv6 reach their embedded IPv4: a private or loopback one
+    is refused like the IPv4 literal; a public one is allowed. Tunnels (6to4, Teredo) are
+    never public, whatever IPv4 they carry."""
     with pytest.raises(OSError, match="loopback, private or link-local"):
         HostPolicy().check(f"https://[{host}]/v.mp4")
     HostPolicy(allow_private=True).check(f"https://[{host}]/v.mp4")
-    for public in ("64:ff9b::808:808", "2002:808:808::", "2001:4860::1"):
+    for public in ("64:ff9b::808:808", "::ffff:8.8.8.8", "2001:4860::1"):
         HostPolicy().check(f"https://[{public}]/v.mp4")
+    for tunnel in ("2002:808:808::", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"):  # 6to4, Teredo
+        with pytest.raises(OSError, match="loopback, private or link-local"):
+            HostPolicy().check(f"https://[{tunnel}]/v.mp4")
 
 
 async def test_receiver_token_is_added_beside_an_access_token(

@@ -85,9 +85,11 @@ _NOWHERE = ipaddress.IPv4Address("0.0.0.0")
 
 def _address(text: str) -> IPAddress | None:
     """The address a literal host reaches: an IPv6 address that carries an IPv4 one
-    (IPv4-mapped ``::ffff:0:0/96``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo's
-    client, deprecated IPv4-compatible ``::a.b.c.d``) is judged by that IPv4 address;
-    local-use NAT64 (``64:ff9b:1::/48``) maps to sites nobody can check here: never public."""
+    (IPv4-mapped ``::ffff:0:0/96``, NAT64 ``64:ff9b::/96``, deprecated IPv4-compatible
+    ``::a.b.c.d``) is judged by that IPv4 address. Tunnels are never public: 6to4
+    (``2002::/16``, deprecated by RFC 7526) and Teredo (``2001::/32``) reach a relay and then
+    their embedded IPv4 (Python 3.13 no longer calls 6to4 global either), and local-use NAT64
+    (``64:ff9b:1::/48``) maps to sites nobody can check here."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -96,10 +98,8 @@ def _address(text: str) -> IPAddress | None:
         return ip
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
+    if ip.sixtofour is not None or ip.teredo is not None:
+        return _NOWHERE
     if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):  # '::' and '::1' are IPv6's own
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip in _LOCAL_NAT64:
