@@ -33,11 +33,13 @@ import aiohttp
 from aiohttp import web
 
 import veo4k
+from veo4k._schedule import Demand, Rank
 from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_RETRY
 
 from _common import fake_server, percentile, save, table
 
+URGENT = Demand(Rank.URGENT, (False, False, False))
 TASKS = 48  # --count N for a bigger batch (results then in multiprocess-N.json)
 LIMIT = 20  # per second
 POLICY = veo4k.PollPolicy(
@@ -233,11 +235,12 @@ async def run(k: int, redis_url: str, *, callbacks: bool = False) -> dict[str, A
 
 async def overhead(redis_url: str) -> dict[str, float]:
     """Median time of one slot + one claim (the coordinator's work per request), idle."""
+    limit = veo4k.RateLimit(max_requests=LIMIT, period=1.0)
     async with RedisCoordinator.from_url(redis_url, namespace="overhead") as coord:
         times = []
         for i in range(2000):
             t0 = time.perf_counter()
-            await coord.slot(0.001, 1000.0, 0.1)
+            await coord.budget.slot("me", 0.001, limit, URGENT, 0.25)  # 1 us apart: no wait
             await coord.claim(f"o{i}", 0, "me")
             times.append(time.perf_counter() - t0)
     return {"median_ms": statistics.median(times) * 1000, "p95_ms": percentile(times, 95) * 1000}

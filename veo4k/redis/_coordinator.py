@@ -24,6 +24,7 @@ from .._limiter import Limiter, Pacer
 from .._models import CallbackEvent, FourKStatus
 from .._secret import ApiKey
 from . import _scripts
+from ._budget import Budget
 from ._fanout import Listener
 from ._health import Health, RedisDown, pool_limit
 from ._leases import Leases
@@ -120,7 +121,10 @@ class RedisCoordinator(Coordinator):
             limit=pool_limit(client),
         )  # fmt: skip
         s = client.register_script
-        self._slot, self._rate_limited = s(_scripts.SLOT), s(_scripts.RATE_LIMITED)
+        self.budget = Budget(
+            health=self.health, scope=self._scope, slot=s(_scripts.SLOT),
+            rate_limited=s(_scripts.RATE_LIMITED),
+        )  # fmt: skip
         self._claim, self._read_kept = s(_scripts.CLAIM), s(_scripts.READ_KEPT)
         self._pub_result = s(_scripts.PUBLISH_RESULT)
         self._pub_callback = s(_scripts.PUBLISH_CALLBACK)
@@ -180,35 +184,7 @@ class RedisCoordinator(Coordinator):
         """A shared-budget limiter; without a configured limit, a local pacer only."""
         if limit is None:
             return Pacer(None)
-        return RedisLimiter(self, limit, share=self._share, headroom=self._headroom)
-
-    def _ttl_ms(self, period_ms: float) -> int:
-        return int(max(60_000.0, 10 * period_ms))
-
-    def _rate_keys(self) -> list[str]:
-        return [self._scope.account_key("tat"), self._scope.account_key("rate")]
-
-    async def slot(
-        self, interval_ms: float, period_ms: float, increase: float
-    ) -> tuple[float, float]:
-        """Reserve the next shared slot: ``(ms to wait, slot in Redis ms)``."""
-        keys = self._rate_keys()
-        args = [interval_ms, self._ttl_ms(period_ms), period_ms, increase]
-        wait, slot = await self.health.run(lambda: self._slot(keys=keys, args=args))
-        return float(wait), float(slot)
-
-    async def rate_limited(
-        self, slot_ms: float, retry_after: float | None, limit: RateLimit
-    ) -> None:
-        """Report a 429 for the request granted at ``slot_ms`` (Redis time)."""
-        period_ms = limit.period * 1000.0
-        pause_ms = (retry_after or 0.0) * 1000.0
-        keys = self._rate_keys()
-        args = [
-            slot_ms, pause_ms, limit.decrease, limit.min_fraction, period_ms,
-            self._ttl_ms(period_ms),
-        ]  # fmt: skip
-        await self.health.quietly(lambda: self._rate_limited(keys=keys, args=args))
+        return RedisLimiter(self.budget, limit, share=self._share, headroom=self._headroom)
 
     # -- outcomes ----------------------------------------------------------------------------
 

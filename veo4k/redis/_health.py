@@ -94,6 +94,7 @@ class Health:
         self.fallbacks = 0
         self.pool_full = 0
         self._slots = asyncio.Semaphore(limit)
+        self._rate_calls = self._slots
 
     @property
     def up(self) -> bool:
@@ -106,13 +107,20 @@ class Health:
             text = text.replace(secret, "***")
         return text
 
-    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``await call()`` within the timeout; raise :class:`RedisDown` if Redis fails."""
+    def retry_in(self, now: float) -> float:
+        """Seconds until calls reach Redis again (0 while it is up)."""
+        return 0.0 if self._probe_at is None else max(0.0, self._probe_at - now)
+
+    async def run(self, call: Callable[[], Awaitable[T]], *, rate: bool = False) -> T:
+        """``await call()`` within the timeout; raise :class:`RedisDown` if Redis fails.
+
+        ``rate``: a call of the rate budget (a slot, a 429 report).
+        """
         loop = asyncio.get_running_loop()
         if self._probe_at is not None and loop.time() < self._probe_at:
             self.fallbacks += 1
             raise RedisDown
-        async with self._slots:  # a local queue: not counted against Redis' timeout
+        async with self._rate_calls if rate else self._slots:  # a local queue, before the timeout
             if self._probe_at is not None and loop.time() < self._probe_at:
                 self.fallbacks += 1  # it went away while this call queued
                 raise RedisDown
@@ -139,10 +147,10 @@ class Health:
         self.up_again()
         return result
 
-    async def quietly(self, call: Callable[[], Awaitable[object]]) -> None:
+    async def quietly(self, call: Callable[[], Awaitable[object]], *, rate: bool = False) -> None:
         """Best effort: without Redis, the other processes fall back (leases expire, polls)."""
         with contextlib.suppress(RedisDown):
-            await self.run(call)
+            await self.run(call, rate=rate)
 
     def down(self, exc: BaseException) -> None:
         """Note a failure: warn once per outage, probe again after ``retry_interval``."""
