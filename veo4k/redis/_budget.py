@@ -41,7 +41,8 @@ class Budget:
         self._scope = scope
         self._slot, self._rate_limited = slot, rate_limited
 
-    def _keys(self) -> list[str]:
+    def keys(self) -> list[str]:
+        """tat, rate, then the processes with demand left per rank up to ``SUBMIT``."""
         key = self._scope.account_key
         return [key("tat"), key("rate"), *(key("want", rank) for rank in range(Rank.SPARE))]
 
@@ -56,7 +57,7 @@ class Budget:
             "".join("1" if left else "0" for left in demand.left),
             interval_ms + self._health.timeout * 1000.0, share,
         ]  # fmt: skip
-        keys = self._keys()
+        keys = self.keys()
         reply = await self._health.run(lambda: self._slot(keys=keys, args=args), rate=True)
         return Reservation(
             granted=text(reply[0]) == "ok",
@@ -71,7 +72,7 @@ class Budget:
         """Report a 429 for the request granted at ``slot_ms`` (Redis time)."""
         period_ms = limit.period * 1000.0
         pause_ms = (retry_after or 0.0) * 1000.0
-        keys = self._keys()[:2]
+        keys = self.keys()[:2]
         args = [
             slot_ms, pause_ms, limit.decrease, limit.min_fraction, period_ms, _ttl_ms(period_ms),
         ]  # fmt: skip

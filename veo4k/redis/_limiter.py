@@ -16,10 +16,11 @@ stopped) is a spare for the next candidate while it is fresh (one interval).
 
 When Redis is unavailable the client falls back to a local :class:`~veo4k._limiter.Pacer` at
 ``fallback_share`` of ``rate_limit`` for the timing, with the same local schedule deciding who.
-The pacer starts from the schedule this limiter last saw (its next slot one fallback interval
-after the last shared one, at the shared rate's factor), so a blip shorter than that interval
-sends nothing the shared schedule did not grant; and Redis is asked again, when it may be back,
-before a fallback slot is used.
+After shared slots, Redis is asked once more when it may be back (``retry_interval``) before
+any fallback slot, and the pacer goes on from the schedule this limiter last saw (its next slot
+one fallback interval after the last shared one, at the shared rate's factor): a blip sends
+nothing the shared schedule did not grant, and an outage starts at the fallback's pace, never
+with a burst.
 """
 
 from __future__ import annotations
@@ -224,15 +225,22 @@ class RedisLimiter:
     async def _fall_back(
         self, loop: asyncio.AbstractEventLoop, exc: Exception
     ) -> tuple[float, None] | None:
-        """A slot from the local pacer, which goes on from the shared schedule last seen; None
-        when Redis may be back before it (ask Redis first)."""
+        """A slot from the local pacer, or None: ask Redis (again) first.
+
+        The first failure after shared slots may be a blip: the pacer is set to go on from the
+        shared schedule last seen, and Redis is asked again when it may be back, before any
+        slot it did not grant. While it stays away, fallback slots come at the pacer's pace,
+        and Redis is asked again at each retry.
+        """
         if not isinstance(exc, RedisDown) and not self._warned:
             self._warned = True  # a bug must not leave the candidates waiting
             log.warning("shared rate slot failed (%r): using the local pacer", exc)
-        if self._seen is not None:  # the first fallback slot after shared ones: no burst
+        retry = self._coordinator.retry_in() if isinstance(exc, RedisDown) else 0.0
+        if self._seen is not None:
             self._fallback.resume(*self._seen)
             self._seen = None
-        retry = self._coordinator.retry_in() if isinstance(exc, RedisDown) else 0.0
+            await asyncio.sleep(retry)
+            return None
         try:
             async with asyncio.timeout(retry or None):
                 await self._fallback.acquire()  # the fallback's timing, our candidates

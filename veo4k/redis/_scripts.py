@@ -75,7 +75,15 @@ if busy then
   end
 end
 local next_call = tat
-if refused then next_call = now + math.max(tat - now, interval / factor) end
+if refused then
+  -- ask again when the slots reserved so far end (a submission waiting for its share: when
+  -- the polls before its turn have theirs), at least a quarter interval from now
+  local wait = tat - now
+  if rank == 2 and not waiting[0] then
+    wait = wait + math.max(0, math.ceil(1 / share - 1) - polls - 1) * interval / factor
+  end
+  next_call = now + math.max(wait, interval / factor / 4)
+end
 for i = 0, 2 do
   local key = KEYS[3 + i]
   if string.sub(left, i + 1, i + 1) == '1' or (refused and rank == i) then
