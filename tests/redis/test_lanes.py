@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -97,7 +98,8 @@ async def test_follow_ups_of_one_process_go_before_submissions_of_another(
         await follower.go()
         follow_ups = await follower.done()
         submissions = await submitter.done()
-    assert len(follow_ups) == 10 and len(submissions) == 60
+    assert len(follow_ups) == 10
+    assert len(submissions) == 60
     first, last = min(at for _, at in follow_ups), max(at for _, at in follow_ups)
     # taking turns slot by slot (no ranks), 9 submissions would go among them
     assert between(submissions, first, last) <= 1, (follow_ups, submissions)
@@ -116,7 +118,8 @@ async def test_spare_polls_of_one_process_wait_for_submissions_of_another(
     async with workers(submitter, poller):
         await asyncio.gather(submitter.go(), poller.go())
         polls, submissions = await asyncio.gather(poller.done(), submitter.done())
-    assert len(polls) == 30 and len(submissions) == 30
+    assert len(polls) == 30
+    assert len(submissions) == 30
     last_submission = max(at for _, at in submissions)
     # the poller may take a slot or two before the submitter's demand is published
     assert between(polls, 0.0, last_submission) <= 2, (polls, submissions)
@@ -141,13 +144,11 @@ async def test_submissions_keep_their_share_against_overdue_polls_elsewhere(
     share = contested.count("submit") / len(contested)
     # taking turns (no ranks): 0.5; submissions after the polls (no share): 1
     assert 0.2 <= share <= 0.34, contested
-    gaps = [b[1] - a[1] for a, b in zip(both, both[1:], strict=False)]
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(both)]
     assert sum(gaps) / len(gaps) < 1.3 / (20 * 0.95)  # the refusals cost (almost) no slots
 
 
-async def test_demand_of_a_dead_process_expires(
-    redis_server: RedisServer, namespace: str
-) -> None:
+async def test_demand_of_a_dead_process_expires(redis_server: RedisServer, namespace: str) -> None:
     """A process killed while its follow-ups wait stops counting within about a second (its
     demand is fresh until shortly after its next call was due); the keys have TTLs."""
     submitter = await Slots.start(redis_server.url, namespace, "submit:200")
