@@ -58,7 +58,11 @@ class RedisCoordinator(Coordinator):
 
     Every client and receiver of the same ``namespace`` (in any process, on any machine) shares
     one rate schedule (GCRA in a Lua script, time from Redis ``TIME``; a 429 anywhere slows them
-    all), sees every verified callback and every ready result, and polls each task from one
+    all) with the account's priorities across processes: a follow-up of any process goes before
+    a submission of any process, a poll still held back waits for anyone's submissions, and
+    submissions keep a quarter of the slots (decided in the slot's own script from the demand
+    each process publishes; a process that stops asking stops counting within about a second).
+    It sees every verified callback and every ready result, and polls each task from one
     process only (a lease with a fencing token that expires ``lease_ttl`` seconds after its
     holder stops renewing). Ready results are kept ``result_ttl`` seconds (below the ~24 h life
     of Kie's URLs). Budget, results and leases belong to the account: their keys carry a salted
@@ -66,9 +70,14 @@ class RedisCoordinator(Coordinator):
     none of them. Without ``namespace``, it derives from the first client's key.
 
     Every Redis call has a ``timeout``; while Redis (or a Redis Cluster) is unavailable each
-    client falls back to its own pacer at ``fallback_share`` of its ``rate_limit`` (1/4: safe
-    for up to 4 busy processes), polls for itself, and logs one warning; it rejoins when Redis
-    answers again. Calls in flight follow the client's connection pool (the rest queue here).
+    client falls back to its own pacer at ``fallback_share`` of its ``rate_limit``, going on
+    from the last shared slot it saw (no burst: a blip shorter than one fallback interval sends
+    nothing extra), polls for itself, and logs one warning; it rejoins when Redis answers again.
+    N busy processes all cut off send ``N * fallback_share`` of the limit; one cut off alone
+    adds its share to what the others still take (``headroom``): the limit holds while
+    ``headroom * (1 + cut_off * fallback_share) <= 1`` and ``N * fallback_share <= 1``. Calls
+    in flight follow the client's connection pool (the rest queue here; two places are kept for
+    the rate budget).
     The pub/sub subscription is checked by a PING after ``health_check_interval`` seconds of
     silence; after every (re)subscribe the kept results and callbacks of the waits it serves are
     read again, and losing it alone never puts slots and leases in fallback.
