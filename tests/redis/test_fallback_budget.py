@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-
-import pytest_asyncio
 
 from ._proxy import Proxy
 from ._server import RedisServer
 from .test_lanes import Grants, Slots, between, workers
 
 LIMIT = 20
-
-
-@pytest_asyncio.fixture
-async def proxy(redis_server: RedisServer) -> AsyncIterator[Proxy]:
-    made = Proxy(redis_server.port)
-    await made.start()
-    yield made
-    await made.aclose()
 
 
 def most_in_a_period(grants: Grants, start: float, end: float) -> int:
