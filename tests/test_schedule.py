@@ -200,21 +200,27 @@ def test_upscale_estimate_configured_learned_or_conservative() -> None:
         veo4k.PollPolicy(queue_timeout=math.inf)
 
 
-def test_next_lane_tells_the_lane_of_the_next_grant() -> None:
-    """What a shared limiter asks for: the lane the next slot would go to, without taking it
-    (urgent follow-ups first, a held poll after the submissions, nothing when empty)."""
-    from veo4k._schedule import Ask, Schedule
+def test_demand_tells_the_rank_of_the_next_grant_and_what_is_left() -> None:
+    """What a shared limiter asks for: the rank the next slot would go to, without taking it
+    (urgent follow-ups first, a held poll after the submissions, nothing when empty), and
+    which ranks still wait after that grant."""
+    from veo4k._schedule import Ask, Demand, Rank, Schedule
 
     schedule = Schedule(hold_back=300.0)
-    assert schedule.next_lane(0.0) is None
+    assert schedule.demand(0.0) == Demand(None, (False, False, False))
     submission = Ask(Lane.SUBMIT, urgent=False, due=0.0, latest=3600.0)
     held = Ask(Lane.FOLLOW_UP, urgent=False, due=0.0)
     schedule.push(submission)
     schedule.push(held)
-    assert schedule.next_lane(10.0) is Lane.SUBMIT  # the poll is held while it waits
-    assert schedule.next_lane(300.0) is Lane.FOLLOW_UP  # its hold is over
+    assert schedule.demand(10.0) == Demand(Rank.SUBMIT, (False, False, False))
+    assert schedule.demand(300.0) == Demand(Rank.POLL, (False, False, True))  # hold over
+    schedule.push(Ask(Lane.FOLLOW_UP, urgent=False, due=1.0))
+    assert schedule.demand(301.0) == Demand(Rank.POLL, (False, True, True))  # two over
+    schedule.remove(submission)
+    assert schedule.demand(10.0) == Demand(Rank.SPARE, (False, False, False))  # spare polls
+    schedule.push(submission)
     urgent = Ask(Lane.FOLLOW_UP, due=5.0)
     schedule.push(urgent)
-    assert schedule.next_lane(10.0) is Lane.FOLLOW_UP
-    assert (schedule.waiting(Lane.FOLLOW_UP), schedule.waiting(Lane.SUBMIT)) == (2, 1)
-    assert len(schedule) == 3  # nothing was taken
+    assert schedule.demand(10.0) == Demand(Rank.URGENT, (False, False, True))
+    assert (schedule.waiting(Lane.FOLLOW_UP), schedule.waiting(Lane.SUBMIT)) == (3, 1)
+    assert len(schedule) == 4  # nothing was taken

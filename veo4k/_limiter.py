@@ -161,6 +161,20 @@ class Pacer:
             self._paused_until = max(self._paused_until, now + _UNKNOWN_WINDOW)
         self._next_slot = max(self._next_slot, now + 1.0 / self._rate)
 
+    def resume(self, last_grant: float, fraction: float = 1.0) -> None:
+        """Go on from a schedule kept elsewhere (a shared one, before a fallback): the next
+        slot is one interval after ``last_grant``, at most ``fraction`` of the full rate."""
+        loop = asyncio.get_running_loop()
+        if fraction < 1 and not math.isinf(self._rate):
+            min_fraction = self._limit.min_fraction if self._limit else 0.05
+            floor = self._base * min_fraction
+            self._rate = max(min(self._rate, self._ceiling * fraction), floor)
+            self._last_increase = loop.time()  # recover from here, a period at a time
+        if not math.isinf(self._rate):
+            self._next_slot = max(self._next_slot, last_grant + 1.0 / self._rate)
+        if self.schedule:
+            self._wake(loop)
+
     def _earliest(self) -> float:
         return max(self._next_slot, self._paused_until)
 

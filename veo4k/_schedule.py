@@ -18,7 +18,10 @@ callback, a record-info check, a link refresh. A *submission* may start a paid j
   hold wait, at least one slot in four (``submit_share``) goes to a waiting submission.
 
 So neither side starves: a poll waits at most ``hold_back`` for submissions (then its turn among
-polls), and submissions keep at least a quarter of the slots. Holding polls back while
+polls), and submissions keep at least a quarter of the slots. A limiter shared by several
+processes (``veo4k.redis``) applies the same rule across them: each process asks for a slot in
+the :class:`Rank` of its best candidate and tells which ranks it still has waiting
+(:meth:`Schedule.demand`). Holding polls back while
 submissions wait is what keeps a rate-bound batch near two requests per task (the submission,
 and one poll that finds the 4K ready) with a detection delay that does not grow with the batch.
 
@@ -36,7 +39,7 @@ import enum
 import heapq
 import math
 from collections.abc import Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ._config import PollPolicy
 
@@ -45,7 +48,9 @@ __all__ = [
     "SUBMIT_SHARE",
     "Admission",
     "Ask",
+    "Demand",
     "Lane",
+    "Rank",
     "Schedule",
     "SlotOwner",
     "wait_for_slot",
@@ -67,6 +72,29 @@ class Lane(enum.IntEnum):
     """About a task already submitted (poll, confirmation, record-info, link refresh)."""
     SUBMIT = 1
     """It may start a paid job."""
+
+
+class Rank(enum.IntEnum):
+    """A slot's claim on the account across the processes that share it (lowest first).
+
+    The module docstring's rule, account-wide: an urgent follow-up of any process goes before a
+    poll whose hold is over, which goes before a submission (but for the submissions' share),
+    which goes before a poll still held back (a *spare* poll, asked for only by a process whose
+    own submissions do not wait).
+    """
+
+    URGENT = 0
+    POLL = 1
+    SUBMIT = 2
+    SPARE = 3
+
+
+class Demand(NamedTuple):
+    """What a process asks of the shared schedule: the rank of its next grant (None: nobody
+    waits) and, per rank up to ``SUBMIT``, whether asks of it are left after that grant."""
+
+    rank: Rank | None
+    left: tuple[bool, bool, bool]
 
 
 _URGENT, _POLLS, _SUBMISSIONS = 0, 1, 2
@@ -241,14 +269,34 @@ class Schedule:
 
     # -- the rule ----------------------------------------------------------------------------
 
-    def next_lane(self, now: float) -> Lane | None:
-        """The lane of the ask the next slot would go to at ``now`` (None: nobody waits).
-
-        A limiter sharing the account with other processes asks the shared schedule for a
-        slot in this lane (follow-ups before anyone's submissions).
-        """
+    def demand(self, now: float) -> Demand:
+        """The rank the next slot would go to at ``now``, and what waits besides, without
+        taking anything: a limiter sharing the account asks the shared schedule for a slot of
+        this rank and publishes what is left (:class:`Rank`)."""
         heap = self._choose(now)
-        return None if heap is None else Lane.SUBMIT if heap == _SUBMISSIONS else Lane.FOLLOW_UP
+        over = self._polls_over(now)
+        if heap is None:
+            rank = None
+        elif heap == _POLLS:
+            rank = Rank.POLL if over else Rank.SPARE
+        else:
+            rank = Rank.URGENT if heap == _URGENT else Rank.SUBMIT
+        left = (
+            self._waiting[_URGENT] > (rank is Rank.URGENT),
+            over > (rank is Rank.POLL),
+            self._waiting[_SUBMISSIONS] > (rank is Rank.SUBMIT),
+        )
+        return Demand(rank, left)
+
+    def _polls_over(self, now: float) -> int:
+        """Polls whose hold is over at ``now``, counted up to two (all :meth:`demand` needs)."""
+        entries = self._heaps[_POLLS]
+        taken: list[tuple[float, int, Ask]] = []
+        while len(taken) < 2 and self._top(_POLLS) is not None and entries[0][0] <= now:
+            taken.append(heapq.heappop(entries))
+        for entry in taken:
+            heapq.heappush(entries, entry)
+        return len(taken)
 
     def _pop(self, now: float) -> Ask | None:
         heap = self._choose(now)

@@ -1,6 +1,10 @@
 """A TCP proxy in front of Redis that can black-hole its established pub/sub connections:
 the sockets stay open, every byte in both directions vanishes (a NAT or load balancer that
-dropped the flow without a word). Connections made afterwards pass normally."""
+dropped the flow without a word). Connections made afterwards pass normally.
+
+It can also stall every connection for a while (bytes held, then delivered: a slow network),
+or cut this one client off (every connection black-holed, new ones too) until it is restored
+(the black-holed connections are then closed, as a NAT would reset them)."""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ __all__ = ["Proxy"]
 
 
 class _Flow:
-    def __init__(self) -> None:
+    def __init__(self, *writers: asyncio.StreamWriter) -> None:
         self.pubsub = False
         self.blackholed = False
+        self.writers = writers
 
 
 class Proxy:
@@ -24,6 +29,9 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._flows: list[_Flow] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._cut = False
         self.port = 0
 
     @property
@@ -41,9 +49,30 @@ class Proxy:
             flow.blackholed = True
         return len(hit)
 
+    async def stall(self, seconds: float) -> None:
+        """Hold every byte for ``seconds``, then deliver it all."""
+        self._open.clear()
+        await asyncio.sleep(seconds)
+        self._open.set()
+
+    def cut(self) -> None:
+        """Black-hole every connection, and every one made until :meth:`restore`."""
+        self._cut = True
+        for flow in self._flows:
+            flow.blackholed = True
+
+    def restore(self) -> None:
+        """Close the black-holed connections; new ones pass again."""
+        self._cut = False
+        for flow in self._flows:
+            if flow.blackholed:
+                for w in flow.writers:
+                    w.close()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
-        flow = _Flow()
+        flow = _Flow(writer, up_writer)
+        flow.blackholed = self._cut
         self._flows.append(flow)
         pumps = [
             asyncio.ensure_future(self._pump(reader, up_writer, flow, sniff=True)),
@@ -64,6 +93,7 @@ class Proxy:
         while data := await src.read(65536):
             if sniff and b"SUBSCRIBE" in data.upper():
                 flow.pubsub = True
+            await self._open.wait()
             if flow.blackholed:
                 continue  # swallowed: the peer never hears of it
             dst.write(data)

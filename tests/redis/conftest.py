@@ -14,6 +14,7 @@ import veo4k
 from veo4k.redis import RedisCoordinator
 
 from ._procs import LIMIT, Proc
+from ._proxy import Proxy
 from ._server import RedisServer
 
 Factory = Callable[..., Any]
@@ -34,6 +35,15 @@ def _running(**options: bool) -> Iterator[RedisServer]:
 def redis_server() -> Iterator[RedisServer]:
     """One Redis for the session (tests isolate themselves by namespace)."""
     yield from _running()
+
+
+@pytest_asyncio.fixture
+async def proxy(redis_server: RedisServer) -> AsyncIterator[Proxy]:
+    """A TCP proxy in front of the session's Redis (stall, cut off, black-hole pub/sub)."""
+    made = Proxy(redis_server.port)
+    await made.start()
+    yield made
+    await made.aclose()
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
 import veo4k
@@ -22,14 +21,6 @@ from ._util import SLOW, eventually, submitted
 from .conftest import Factory
 
 FAST_CHECKS = {"timeout": 0.3, "retry_interval": 0.2, "health_check_interval": 0.3}
-
-
-@pytest_asyncio.fixture
-async def proxy(redis_server: RedisServer) -> AsyncIterator[Proxy]:
-    made = Proxy(redis_server.port)
-    await made.start()
-    yield made
-    await made.aclose()
 
 
 def ready(task_id: str) -> veo4k.FourKStatus:

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import veo4k
+from veo4k._schedule import Demand, Rank
 from veo4k._secret import ApiKey
 from veo4k.redis import RedisCoordinator
 from veo4k.testing import FAST_POLICY, FAST_RETRY, FakeKie
@@ -199,9 +200,10 @@ async def test_a_429_in_one_process_slows_all_and_deadlines_hold_while_queued(
     limit = veo4k.RateLimit(max_requests=10, period=1.0)
     one, two = coordinators(), coordinators()
     one.bind_key(ApiKey(kie.api_key))
-    _, slot_ms = await one.slot(100.0, 1000.0, 0.1)
+    urgent = Demand(Rank.URGENT, (False, False, False))
+    reserved = await one.budget.slot("one", 100.0, limit, urgent, 0.25)
     # a 429 answered that request, with Retry-After: 5 s: the whole namespace pauses and slows
-    await one.rate_limited(slot_ms, 5.0, limit)
+    await one.budget.rate_limited(reserved.slot_ms, 5.0, limit)
     raw = aioredis.Redis.from_url(redis_server.url)
     try:
         assert float(await raw.hget(one._scope.account_key("rate"), "f")) == 0.5

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import veo4k
-from veo4k._schedule import Lane
-from veo4k.redis._limiter import RedisLimiter
+from veo4k._schedule import Demand, Lane
+from veo4k.redis._limiter import RedisLimiter, Reservation
 
 from ..virtual import virtual_time
 
@@ -22,16 +22,19 @@ class OneProcessGCRA:
         self.reserved: list[float] = []
 
     async def slot(
-        self, interval_ms: float, period_ms: float, increase: float
-    ) -> tuple[float, float]:
+        self, who: str, interval_ms: float, limit: object, demand: Demand, share: float
+    ) -> Reservation:
         now = asyncio.get_running_loop().time() * 1000.0
         slot = max(self.tat, now)
         self.tat = slot + interval_ms
         self.reserved.append(slot / 1000.0)
-        return slot - now, slot
+        return Reservation(granted=True, wait_ms=slot - now, slot_ms=slot, factor=1.0)
 
     async def rate_limited(self, slot_ms: float, retry_after: float | None, limit: object) -> None:
         return None
+
+    def retry_in(self) -> float:
+        return 0.0
 
 
 def limiter() -> tuple[RedisLimiter, OneProcessGCRA]:

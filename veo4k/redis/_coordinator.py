@@ -24,6 +24,7 @@ from .._limiter import Limiter, Pacer
 from .._models import CallbackEvent, FourKStatus
 from .._secret import ApiKey
 from . import _scripts
+from ._budget import Budget
 from ._fanout import Listener
 from ._health import Health, RedisDown, pool_limit
 from ._leases import Leases
@@ -57,7 +58,11 @@ class RedisCoordinator(Coordinator):
 
     Every client and receiver of the same ``namespace`` (in any process, on any machine) shares
     one rate schedule (GCRA in a Lua script, time from Redis ``TIME``; a 429 anywhere slows them
-    all), sees every verified callback and every ready result, and polls each task from one
+    all) with the account's priorities across processes: a follow-up of any process goes before
+    a submission of any process, a poll still held back waits for anyone's submissions, and
+    submissions keep a quarter of the slots (decided in the slot's own script from the demand
+    each process publishes; a process that stops asking stops counting within about a second).
+    It sees every verified callback and every ready result, and polls each task from one
     process only (a lease with a fencing token that expires ``lease_ttl`` seconds after its
     holder stops renewing). Ready results are kept ``result_ttl`` seconds (below the ~24 h life
     of Kie's URLs). Budget, results and leases belong to the account: their keys carry a salted
@@ -65,9 +70,14 @@ class RedisCoordinator(Coordinator):
     none of them. Without ``namespace``, it derives from the first client's key.
 
     Every Redis call has a ``timeout``; while Redis (or a Redis Cluster) is unavailable each
-    client falls back to its own pacer at ``fallback_share`` of its ``rate_limit`` (1/4: safe
-    for up to 4 busy processes), polls for itself, and logs one warning; it rejoins when Redis
-    answers again. Calls in flight follow the client's connection pool (the rest queue here).
+    client falls back to its own pacer at ``fallback_share`` of its ``rate_limit``, going on
+    from the last shared slot it saw (no burst: a blip shorter than one fallback interval sends
+    nothing extra), polls for itself, and logs one warning; it rejoins when Redis answers again.
+    N busy processes all cut off send ``N * fallback_share`` of the limit; one cut off alone
+    adds its share to what the others still take (``headroom``): the limit holds while
+    ``headroom * (1 + cut_off * fallback_share) <= 1`` and ``N * fallback_share <= 1``. Calls
+    in flight follow the client's connection pool (the rest queue here; two places are kept for
+    the rate budget).
     The pub/sub subscription is checked by a PING after ``health_check_interval`` seconds of
     silence; after every (re)subscribe the kept results and callbacks of the waits it serves are
     read again, and losing it alone never puts slots and leases in fallback.
@@ -121,7 +131,10 @@ class RedisCoordinator(Coordinator):
         )  # fmt: skip
         # redis-py < 8 types register_script for Redis only (RedisCluster has it at run time)
         s = client.register_script  # type: ignore[misc, unused-ignore]
-        self._slot, self._rate_limited = s(_scripts.SLOT), s(_scripts.RATE_LIMITED)
+        self.budget = Budget(
+            health=self.health, scope=self._scope, slot=s(_scripts.SLOT),
+            rate_limited=s(_scripts.RATE_LIMITED),
+        )  # fmt: skip
         self._claim, self._read_kept = s(_scripts.CLAIM), s(_scripts.READ_KEPT)
         self._pub_result = s(_scripts.PUBLISH_RESULT)
         self._pub_callback = s(_scripts.PUBLISH_CALLBACK)
@@ -181,35 +194,7 @@ class RedisCoordinator(Coordinator):
         """A shared-budget limiter; without a configured limit, a local pacer only."""
         if limit is None:
             return Pacer(None)
-        return RedisLimiter(self, limit, share=self._share, headroom=self._headroom)
-
-    def _ttl_ms(self, period_ms: float) -> int:
-        return int(max(60_000.0, 10 * period_ms))
-
-    def _rate_keys(self) -> list[str]:
-        return [self._scope.account_key("tat"), self._scope.account_key("rate")]
-
-    async def slot(
-        self, interval_ms: float, period_ms: float, increase: float
-    ) -> tuple[float, float]:
-        """Reserve the next shared slot: ``(ms to wait, slot in Redis ms)``."""
-        keys = self._rate_keys()
-        args = [interval_ms, self._ttl_ms(period_ms), period_ms, increase]
-        wait, slot = await self.health.run(lambda: self._slot(keys=keys, args=args))
-        return float(wait), float(slot)
-
-    async def rate_limited(
-        self, slot_ms: float, retry_after: float | None, limit: RateLimit
-    ) -> None:
-        """Report a 429 for the request granted at ``slot_ms`` (Redis time)."""
-        period_ms = limit.period * 1000.0
-        pause_ms = (retry_after or 0.0) * 1000.0
-        keys = self._rate_keys()
-        args = [
-            slot_ms, pause_ms, limit.decrease, limit.min_fraction, period_ms,
-            self._ttl_ms(period_ms),
-        ]  # fmt: skip
-        await self.health.quietly(lambda: self._rate_limited(keys=keys, args=args))
+        return RedisLimiter(self.budget, limit, share=self._share, headroom=self._headroom)
 
     # -- outcomes ----------------------------------------------------------------------------
 

@@ -31,13 +31,25 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 SLOT = (
     _NOW
     + """
--- GCRA, reserve the next slot. KEYS: tat, rate.
--- ARGV: interval at full rate (ms), key TTL (ms), period (ms), increase per period.
+-- GCRA: reserve the next slot for a rank, or refuse it while the slots are taken (tat ahead of
+-- now) and another process has fresh demand of a rank that goes first. Ranks: 0 urgent
+-- follow-up, 1 poll past its hold, 2 submission, 3 poll still held (spare). A poll past its
+-- hold goes before a submission but for the submissions' share ('p' counts the polls granted
+-- in a row while submissions waited elsewhere).
+-- KEYS: tat, rate, then the processes with demand left, per rank 0-2 (sorted sets: member
+-- the process, score the time its demand stops being fresh).
+-- ARGV: interval at full rate (ms), key TTL (ms), period (ms), increase per period, the
+-- process, rank asked, its demand left after this grant ('0'/'1' per rank 0-2), how long
+-- demand stays fresh after the process's next call is due (ms), submissions' share.
+-- Returns {'ok', ms to wait, slot, factor} or {'no', ms until it asks again, tat, factor}.
 local interval, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local period, increase = tonumber(ARGV[3]), tonumber(ARGV[4])
-local r = redis.call('HMGET', KEYS[2], 'f', 'inc')
+local me, rank, left = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local fresh, share = tonumber(ARGV[8]), tonumber(ARGV[9])
+local r = redis.call('HMGET', KEYS[2], 'f', 'inc', 'p')
 local factor = tonumber(r[1]) or 1
 local last_inc = tonumber(r[2]) or now
+local polls = tonumber(r[3]) or 0
 if factor < 1 and now - last_inc >= period then
   local steps = math.floor((now - last_inc) / period)
   factor = math.min(1, factor + steps * increase)
@@ -45,9 +57,54 @@ if factor < 1 and now - last_inc >= period then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local busy = tat > now
 if tat < now then tat = now end
+local waiting = {}
+for i = 0, 2 do
+  local key = KEYS[3 + i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', tostring(now))
+  local n = redis.call('ZCARD', key)
+  waiting[i] = n > 1 or (n == 1 and not redis.call('ZSCORE', key, me))
+end
+local owed = (polls + 1) * share >= 1  -- the next slot is the submissions'
+local refused = false
+if busy then
+  if rank == 1 then refused = waiting[0] or (owed and waiting[2])
+  elseif rank == 2 then refused = waiting[0] or (waiting[1] and not owed)
+  elseif rank == 3 then refused = waiting[0] or waiting[1] or waiting[2]
+  end
+end
+local next_call = tat
+if refused then
+  -- ask again when the slots reserved so far end (a submission waiting for its share: when
+  -- the polls before its turn have theirs), at least a quarter interval from now
+  local wait = tat - now
+  if rank == 2 and not waiting[0] then
+    wait = wait + math.max(0, math.ceil(1 / share - 1) - polls - 1) * interval / factor
+  end
+  next_call = now + math.max(wait, interval / factor / 4)
+end
+for i = 0, 2 do
+  local key = KEYS[3 + i]
+  if string.sub(left, i + 1, i + 1) == '1' or (refused and rank == i) then
+    redis.call('ZADD', key, tostring(next_call + fresh), me)
+    redis.call('PEXPIRE', key, ttl)
+  else
+    redis.call('ZREM', key, me)
+  end
+end
+if refused then
+  return {'no', tostring(next_call - now), tostring(tat), tostring(factor)}
+end
+if rank == 1 and waiting[2] then
+  redis.call('HSET', KEYS[2], 'p', tostring(polls + 1))
+  redis.call('PEXPIRE', KEYS[2], ttl)
+elseif rank == 2 and polls > 0 then
+  redis.call('HSET', KEYS[2], 'p', '0')
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
 redis.call('SET', KEYS[1], tostring(tat + interval / factor), 'PX', ttl)
-return {tostring(tat - now), tostring(tat)}
+return {'ok', tostring(tat - now), tostring(tat), tostring(factor)}
 """
 )
 
