@@ -72,3 +72,22 @@ def test_the_redis_py_floor_runs_the_cluster_fan_out(
     assert report["callback_requests"] == 1  # the callback ended the wait in the other process
     assert report["via_callback"]
     assert report["outages"] == 0
+
+
+def test_the_redis_py_floor_rejoins_a_cluster_that_restarted(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Before redis-py 8 a cluster client whose every node failed at once never connected
+    again (its startup nodes were used up): with the floor version the coordinator still falls
+    back while the cluster is down and shares again after it restarts (test_cluster.py, run
+    in the floor's venv)."""
+    version = redis_floor()
+    python = floor_python(request.config.cache.mkdir("redis-floor"), version)
+    run = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/redis/test_cluster.py::test_cluster_killed_and_restarted_falls_back_then_shares_again"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout

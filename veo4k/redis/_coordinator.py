@@ -26,7 +26,7 @@ from .._secret import ApiKey
 from . import _scripts
 from ._budget import Budget
 from ._fanout import Listener
-from ._health import Health, RedisDown, pool_limit
+from ._health import Health, RedisDown, keep_seeds, pool_limit
 from ._leases import Leases
 from ._limiter import RedisLimiter
 from ._messages import (
@@ -127,7 +127,7 @@ class RedisCoordinator(Coordinator):
         self._origin = secrets.token_hex(8)
         self.health = Health(
             timeout=timeout, retry_interval=retry_interval, where=self._where, secrets=_secrets,
-            limit=pool_limit(client),
+            limit=pool_limit(client), reseed=keep_seeds(client),
         )  # fmt: skip
         # redis-py < 8 types register_script for Redis only (RedisCluster has it at run time)
         s = client.register_script  # type: ignore[misc, unused-ignore]

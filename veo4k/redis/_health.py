@@ -13,6 +13,11 @@ the client is queueing too: that call falls back alone, Redis is not declared do
 the rate budget (slots, 429 reports) have ``RATE_CALLS`` of those places to themselves: a burst
 of 2,000 claims on a pool of 20 held a slot back 260 ms (10,000 claims: 1.3 s, 25 slots at
 20/s), and a slot reserved late is a slot lost.
+
+A cluster client of redis-py before 8 drops a startup node at each connection error and, once
+every node failed at the same time, never connects again ("Please provide at least one reachable
+node: None", redis-py #3221 and #3693): :func:`keep_seeds` puts its startup nodes back after
+each failure, so a cluster that restarts is joined again on every supported redis-py.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-__all__ = ["REDIS_FAILURES", "Health", "RedisDown", "pool_limit"]
+__all__ = ["REDIS_FAILURES", "Health", "RedisDown", "keep_seeds", "pool_limit"]
 
 log = logging.getLogger("veo4k")
 
@@ -70,6 +75,21 @@ def pool_limit(client: Redis | RedisCluster) -> int:
     return max(1, size - reserved)
 
 
+def keep_seeds(client: Redis | RedisCluster) -> Callable[[], None]:
+    """A call that gives a cluster client back the startup nodes it had when this was called
+    (nothing to do for a single Redis, nor on redis-py 8, which keeps them itself)."""
+    if not isinstance(client, RedisCluster):
+        return lambda: None
+    nodes = client.nodes_manager.startup_nodes
+    seeds = dict(nodes)
+
+    def restore() -> None:
+        for name, node in seeds.items():
+            nodes.setdefault(name, node)
+
+    return restore
+
+
 def _pool_full(exc: BaseException) -> bool:
     """redis-py's pool refused a connection (``MaxConnectionsError`` from redis-py 6 on)."""
     return isinstance(exc, RedisConnectionError) and (
@@ -88,8 +108,10 @@ class Health:
         where: str,
         secrets: Iterable[str] = (),
         limit: int = UNBOUNDED_POOL,
+        reseed: Callable[[], None] = lambda: None,
     ) -> None:
         self.timeout = timeout
+        self._reseed = reseed  # see keep_seeds
         self.retry_interval = retry_interval
         self.limit = limit
         self._where = where
@@ -162,6 +184,7 @@ class Health:
 
     def down(self, exc: BaseException) -> None:
         """Note a failure: warn once per outage, probe again after ``retry_interval``."""
+        self._reseed()
         loop = asyncio.get_running_loop()
         if self._probe_at is None:
             self.outages += 1
