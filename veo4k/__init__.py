@@ -11,7 +11,7 @@ from typing import Any
 
 from ._callback_server import CallbackServer
 from ._callbacks import CallbackReceiver
-from ._client import Veo4kClient, wait_for_4k
+from ._client import Veo4kClient
 from ._config import PollPolicy, RateLimit, RetryPolicy
 from ._errors import (
     APIError,
@@ -53,6 +53,7 @@ from ._models import (
     WaitEvent,
     WaitState,
 )
+from ._oneshot import wait_for_4k
 from ._progress import BatchProgress, ProgressCounts
 from ._signature import verify_signature
 from ._wire import is_transient

@@ -12,13 +12,14 @@ import random
 import secrets
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import aiohttp
 
 from . import _validate as check
 from ._batch import collect, outcomes
-from ._callback_server import CallbackServer, with_token
+from ._callback_plan import CallbackPlan
+from ._callback_server import CallbackServer
 from ._callbacks import CallbackReceiver
 from ._config import PollPolicy, RateLimit, RetryPolicy
 from ._coordination import Coordinator, LocalCoordinator
@@ -40,7 +41,7 @@ from ._transport import Api, Counter, default_user_agent
 from ._urls import HostPolicy, is_loopback_url
 from ._waits import WaitRegistry
 
-__all__ = ["Veo4kClient", "wait_for_4k"]
+__all__ = ["Veo4kClient"]
 
 log = logging.getLogger("veo4k")
 
@@ -112,32 +113,17 @@ class Veo4kClient:
         )
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigurationError("session must be an aiohttp.ClientSession")
-        if callbacks is not None and not isinstance(callbacks, CallbackServer | CallbackReceiver):
-            raise ConfigurationError("callbacks must be a veo4k.CallbackServer or CallbackReceiver")
-        self._callback_url = check.callback_url(callback_url)
-        if isinstance(callbacks, CallbackReceiver) and self._callback_url is None:
-            raise ConfigurationError("callbacks=CallbackReceiver(...) needs callback_url=...")
-        if isinstance(callbacks, CallbackReceiver) and self._callback_url is not None:
-            with_token(self._callback_url, callbacks.token)  # a foreign token= fails here
+        self._poll_policy = poll_policy or PollPolicy()
+        self._callbacks = CallbackPlan(
+            callbacks, callback_url=callback_url, trust=trust_callback_urls,
+            safety_net=callback_poll_policy, poll_policy=self._poll_policy,
+        )  # fmt: skip
         if coordinator is not None and not isinstance(coordinator, Coordinator):
             raise ConfigurationError("coordinator must be a veo4k coordinator (RedisCoordinator)")
-        self._receiver = callbacks.receiver if isinstance(callbacks, CallbackServer) else callbacks
         self._coordinator = coordinator or LocalCoordinator()
         self._own_coordinator = coordinator is None
         self._coordinator.bind_key(key)  # results and budgets are scoped to the key's account
-        if callback_poll_policy is not None and not isinstance(callback_poll_policy, PollPolicy):
-            raise ConfigurationError("callback_poll_policy must be a veo4k.PollPolicy")
-        self._callbacks = callbacks
-        self._trust_callback_urls = bool(trust_callback_urls)
-        # None: the client's poll_policy.safety_net() (its timeout, sparse polls)
-        self._callback_policy = callback_poll_policy
         self._user_agent = check.user_agent(user_agent) or default_user_agent()
-        if self._trust_callback_urls and self._receiver is not None and not self._receiver.signed:
-            log.warning(
-                "trust_callback_urls=True with an unsigned receiver: anyone who learns the "
-                "callback URL can end waits with URLs of their choosing"
-            )
-        self._poll_policy = poll_policy or PollPolicy()
         self._rate_limit = rate_limit
         self._rng = rng or random.Random()
         self._user_session = session
@@ -174,19 +160,15 @@ class Veo4kClient:
         owner = secrets.token_hex(8)  # this client's name on task leases (random, not a secret)
         self._waits = WaitRegistry(
             submit=self._coordinator.submitter(
-                self._kie.request_4k, owner=owner, trust=self._trust_callback_urls
+                self._kie.request_4k, owner=owner, trust=self._callbacks.trust
             ),
             get_record=self._kie.get_record,
             limiter=self._limiter,
             rng=self._rng,
-            trust_callback_urls=self._trust_callback_urls,
+            trust_callback_urls=self._callbacks.trust,
             retry=self._retry_policy,
             on_forget=functools.partial(self._coordinator.release, owner=owner),
-            # A receiver publishing to a shared coordinator: the claim hands over the callback
-            # kept for the index; the receiver's own memory knows tasks, not indexes.
-            recent=self._receiver.recent
-            if self._receiver is not None and self._receiver.coordinator is None
-            else None,
+            recent=self._callbacks.recent,
         )
 
     def __repr__(self) -> str:
@@ -240,8 +222,7 @@ class Veo4kClient:
         self._closed = True
         await self._downloader.aclose()  # running downloads raise ClientStateError
         await self._waits.close()
-        if self._receiver is not None:
-            self._receiver.remove_handler(self._waits.on_callback)
+        self._callbacks.detach(self._waits.on_callback)
         self._coordinator.remove_sink(self._waits)
         self._limiter.close()
         if self._own_coordinator:
@@ -258,10 +239,7 @@ class Veo4kClient:
         if self._loop is None:
             self._loop = loop
             self._coordinator.add_sink(self._waits)
-            # A receiver publishing to this client's coordinator reaches it through that;
-            # any other is listened to directly.
-            if self._receiver is not None and self._receiver.coordinator is not self._coordinator:
-                self._receiver.add_handler(self._waits.on_callback)
+            self._callbacks.attach(self._waits.on_callback, via=self._coordinator)
         elif self._loop is not loop:
             raise ClientStateError(
                 "this Veo4kClient belongs to another event loop; create one client per loop"
@@ -338,7 +316,7 @@ class Veo4kClient:
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
-        policy, callback_url, basis = self._plan(poll_policy, callback_url)
+        policy, callback_url, basis = self._callbacks.plan(poll_policy, callback_url)
         explicit = timeout is not None
         limit = policy.timeout if timeout is None else check.positive_seconds(timeout, "timeout")
         loop = asyncio.get_running_loop()
@@ -357,30 +335,6 @@ class Veo4kClient:
             raise
         finally:
             await self._waits.leave(shared, sub)
-
-    def _plan(
-        self, poll_policy: PollPolicy | None, callback_url: str | None
-    ) -> tuple[PollPolicy, str | None, PollPolicy]:
-        """The policy and callback URL of a wait: with a CallbackServer, its URL and the
-        client's policy as a sparse safety net (same timeout), unless the caller chose; and
-        the policy its upscale's duration is estimated from (never the safety net)."""
-        if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
-            raise ConfigurationError("poll_policy must be a veo4k.PollPolicy")
-        if self._callbacks is not None and callback_url is None:
-            net = self._callback_policy or self._poll_policy.safety_net()
-            return (
-                poll_policy or net,
-                self._default_callback_url(),
-                poll_policy or self._poll_policy,
-            )
-        policy = poll_policy or self._poll_policy
-        return policy, callback_url, policy
-
-    def _default_callback_url(self) -> str:
-        if self._callback_url is not None and self._receiver is not None:
-            return with_token(self._callback_url, self._receiver.token)
-        assert isinstance(self._callbacks, CallbackServer)
-        return self._callbacks.url
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -449,7 +403,7 @@ class Veo4kClient:
         if on_update is not None and not callable(on_update):
             raise ConfigurationError("on_update must be callable")
         self._check_usable()
-        policy, callback_url, basis = self._plan(poll_policy, callback_url)
+        policy, callback_url, basis = self._callbacks.plan(poll_policy, callback_url)
         if timeout is not None:
             timeout = check.positive_seconds(timeout, "timeout")
 
@@ -486,31 +440,3 @@ class Veo4kClient:
             on_update=on_update,
         )
         return await collect(stream, pairs, return_exceptions=return_exceptions)
-
-
-async def wait_for_4k(
-    task_id: str,
-    index: int = 0,
-    *,
-    client: Veo4kClient | None = None,
-    timeout: float | None = None,
-    poll_policy: PollPolicy | None = None,
-    callback_url: str | None = None,
-    on_update: Listener | None = None,
-    **client_kwargs: Any,
-) -> FourKResult:
-    """One-shot helper: wait for one 4K with ``client``, or with a client made for the call."""
-    wait_kwargs: dict[str, Any] = {
-        "timeout": timeout,
-        "poll_policy": poll_policy,
-        "callback_url": callback_url,
-        "on_update": on_update,
-    }
-    if client is not None:
-        if client_kwargs:
-            raise ConfigurationError(
-                f"pass either client= or client options, not both: {sorted(client_kwargs)}"
-            )
-        return await client.wait_for_4k(task_id, index, **wait_kwargs)
-    async with Veo4kClient(**client_kwargs) as own:
-        return await own.wait_for_4k(task_id, index, **wait_kwargs)
