@@ -9,8 +9,9 @@ import math
 import pytest
 
 import veo4k
+from veo4k._admission import Admission
 from veo4k._limiter import Pacer
-from veo4k._schedule import Admission, Lane
+from veo4k._schedule import Lane
 from veo4k.testing import FakeKie
 
 from .virtual import simulated, virtual_time

@@ -25,28 +25,24 @@ the :class:`Rank` of its best candidate and tells which ranks it still has waiti
 submissions wait is what keeps a rate-bound batch near two requests per task (the submission,
 and one poll that finds the 4K ready) with a detection delay that does not grow with the batch.
 
-Admission. A submission is the only request that spends credits; :class:`Admission` estimates
-how long an upscale takes (configured, or learned from this client's 4Ks), and a wait whose
-queueing has left it too little time for one is not submitted at all
-(:meth:`Admission.refuses`).
+Admission. A submission is the only request that spends credits: before a submission gets
+its slot, the schedule asks it (:meth:`Ask.admit`) whether it can still finish, with the
+estimate of :class:`~veo4k._admission.Admission`; one that cannot is not sent at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
 import heapq
 import math
-from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
-from ._config import PollPolicy
+from ._admission import Admission
 
 __all__ = [
     "HOLD_BACK",
     "SUBMIT_SHARE",
-    "Admission",
     "Ask",
     "Demand",
     "Lane",
@@ -60,9 +56,6 @@ HOLD_BACK = 300.0
 """Seconds a due poll may wait for submissions (``benchmarks/batch.py`` sweeps it)."""
 SUBMIT_SHARE = 0.25
 """While submissions wait, at least this share of the slots goes to them."""
-LEARN_AFTER = 20
-"""4Ks seen before the learned estimate replaces the conservative one."""
-LEARN_WINDOW = 200
 
 
 class Lane(enum.IntEnum):
@@ -351,60 +344,3 @@ class Schedule:
             entries[:] = [e for e in entries if e[2]._seq == e[1]]
             heapq.heapify(entries)
         self._stale = 0
-
-
-class Admission:
-    """How long an upscale takes, submission to result, to judge what can still finish.
-
-    The estimate is the policy's ``upscale_time`` when set; else, once this client has seen
-    20 4Ks it submitted, the 95th percentile of the last 200 (an upper bound: it includes the
-    detection delay, hold-back included, which is what a deadline has to fit); before that a
-    conservative ``2 * first_delay + 2 * wait_initial`` (660 s with the default policy).
-    """
-
-    def __init__(self) -> None:
-        self._seen: collections.deque[float] = collections.deque(maxlen=LEARN_WINDOW)
-        self._learned: float | None = None
-
-    def observe(self, seconds: float) -> None:
-        """A 4K this client submitted was seen ready ``seconds`` after its submission."""
-        self._seen.append(seconds)
-        self._learned = None
-
-    def estimate(self, policy: PollPolicy) -> float:
-        """Seconds an upscale submitted now is expected to take, to its result."""
-        if policy.upscale_time is not None:
-            return policy.upscale_time
-        if len(self._seen) < LEARN_AFTER:
-            return 2 * policy.first_delay + 2 * policy.wait_initial
-        if self._learned is None:
-            ordered = sorted(self._seen)
-            self._learned = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-        return self._learned
-
-    @staticmethod
-    def refuses(now: float, estimate: float, bounds: Iterable[tuple[float, float]]) -> bool:
-        """Whether a wait not yet submitted must not be: ``bounds`` holds the (deadline,
-        timeout) of each waiter with an explicit timeout, and there is no other waiter.
-
-        Refused when no waiter can still use the submission: for each, its timeout was long
-        enough for an upscale (``timeout >= estimate``) and what queueing left is not
-        (``deadline - now <= estimate``). A timeout shorter than an upscale from the start is
-        the caller's choice (the 4K may be done already): such a wait is always sent.
-        """
-        found = False
-        for deadline, timeout in bounds:
-            if timeout < estimate or deadline - now > estimate:
-                return False
-            found = True
-        return found
-
-    @staticmethod
-    def refuse_at(estimate: float, bounds: Iterable[tuple[float, float]]) -> float:
-        """When :meth:`refuses` starts to hold for these waiters (``inf``: never)."""
-        latest = -math.inf
-        for deadline, timeout in bounds:
-            if timeout < estimate:
-                return math.inf
-            latest = max(latest, deadline - estimate)
-        return latest if latest > -math.inf else math.inf

@@ -17,12 +17,13 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
+from ._admission import Admission
 from ._config import PollPolicy
 from ._errors import NotSubmittedError, Veo4kError, WaitTimeoutError
 from ._limiter import Limiter
 from ._listeners import Listener, ListenerHub
 from ._models import FourKResult, WaitEvent, WaitState
-from ._schedule import Admission, Ask, Lane
+from ._schedule import Ask, Lane
 from ._transport import Counter
 
 __all__ = ["LAST_LOOK_LEAD", "Subscription", "Waiters", "last_look_lead"]
