@@ -22,6 +22,11 @@ VEO4K = [sys.executable, "-m", "veo4k"]
 FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 IDS = ["veo_task_screen_a", "veo_task_screen_b", "veo_task_screen_gone"]
+BOARD = re.compile(
+    r"0 queued, 3 submitted, \d processing, (\d downloading, )?\d done, \d failed; "
+    r"ETA \d+:\d\d:\d\d at \d+ req/s"
+)
+"""The counts line: the live board's first line, and the pipe's batch lines."""
 
 
 def _argv(kie: FakeKie, out: pathlib.Path) -> list[str]:
@@ -67,7 +72,7 @@ async def _tmux_screen(kie: FakeKie, out: pathlib.Path, tmux: str) -> tuple[str,
         live = ""
         for _ in range(400):  # tiny delays while the run is going, until the bar is drawn
             live = await tmux_run("capture-pane", "-p", "-t", "veo4k")
-            if "sent 3 " in live and "━" in live:
+            if "3 submitted," in live and "━" in live:
                 break
             await asyncio.sleep(0.01)
         await tmux_run("wait-for", "finished")
@@ -113,8 +118,10 @@ async def test_live_display_in_an_80x24_terminal(tmp_path: pathlib.Path) -> None
             live, final = await _tmux_screen(kie, tmp_path, tmux)
         else:  # CI without tmux (.ci/run installs it when it can)
             live, final = await _pty_screen(kie, tmp_path)
-    assert "sent 3 " in live  # all three submitted, counted live
+    assert "3 submitted," in live  # all three submitted, counted live
     assert "━" in live  # the bar
+    board = next(line for line in live.splitlines() if "3 submitted," in line)
+    assert BOARD.fullmatch(board.strip()), board  # every count and the ETA, in 80 columns
     assert "EXIT=1" in final
     _check_final_screen(final.split("EXIT=")[0])
 
@@ -135,6 +142,10 @@ async def test_pipe_output_is_plain(tmp_path: pathlib.Path) -> None:
     assert "\x1b" not in text
     assert "━" not in text.split("veo4k batch")[0]  # no bar before the summary
     assert "veo_task_screen_a:0 submitted (0 s, 1 request)" in text
+    batch = [line for line in text.splitlines() if "; ETA " in line]
+    assert len(batch) >= 2  # when the first task is accepted, and at the end
+    assert BOARD.fullmatch(batch[-1]), batch[-1]
+    assert "2 done, 1 failed" in batch[-1]
     _check_final_screen(text)
 
 
