@@ -1,4 +1,12 @@
-"""Run a batch of upscales with a journal: wait, download, record; resume after a crash."""
+"""Run a batch of upscales with a journal: wait, download, record; resume after a crash.
+
+Every task to wait for is handed to the client at once (``Veo4kClient.as_completed``): the
+account's scheduler sends follow-ups of paid tasks first and submissions by deadline, and
+refuses a submission that cannot finish in time, so a list of 10,000 runs at the account's
+rate with no task object per wait. ``--concurrency N`` waits on N at a time instead. Results
+queue for ``--downloads`` fetchers. The journal moves each task queued -> submitted (the moment
+Kie accepts it) -> done (with its URLs) -> downloaded (with its size), each step committed
+before the next, so a rerun after ``kill -9`` never pays twice."""
 
 from __future__ import annotations
 
@@ -8,7 +16,6 @@ import errno
 import functools
 import os
 import pathlib
-import re
 import stat
 from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -16,20 +23,10 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from .._client import Veo4kClient
-from .._errors import (
-    APIError,
-    BadRequestError,
-    FourKUnavailableError,
-    MediaFetchError,
-    NotFoundError,
-    NotSubmittedError,
-    SourceNotReadyError,
-    SourceTaskFailedError,
-    ValidationError,
-    Veo4kError,
-)
+from .._errors import NotSubmittedError, Veo4kError
 from .._models import FourKResult, WaitEvent, WaitState
 from ._journal import Entry, Journal, JournalError, Kind, State
+from ._reports import TaskReport, classify, describe
 from ._tally import Phase, Tally
 
 __all__ = [
@@ -42,38 +39,6 @@ rate finishes about one task a second, so a few keep up; thousands at once would
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _T = TypeVar("_T")
-_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
-"""``ClientConnectorError: `` inside a library message: a class name, not a reason."""
-
-
-@attrs.frozen(kw_only=True)
-class TaskReport:
-    """How one task of a batch ended."""
-
-    task_id: str
-    index: int
-    status: str
-    """downloaded, done (not downloaded), skipped (finished in an earlier run), failed,
-    replayed (failed for good in an earlier run), not_submitted (refused before it was sent,
-    no credits spent: a rerun sends it) or interrupted."""
-    urls: tuple[str, ...] = ()
-    path: str = ""
-    size: int = 0
-    error: str = ""
-    kind: str = ""
-    """For failures: ``final`` (Kie's answer about the task) or ``retryable``."""
-    requests: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """Finished well, in this run or an earlier one."""
-        return self.status in ("downloaded", "done", "skipped")
-
-    @property
-    def pair(self) -> tuple[str, int]:
-        """(task id, index)."""
-        return self.task_id, self.index
 
 
 @attrs.frozen(kw_only=True)
@@ -98,38 +63,6 @@ class Sink(Protocol):
     def event(self, event: WaitEvent) -> None: ...
     def done(self, result: FourKResult) -> None: ...
     def report(self, report: TaskReport) -> None: ...
-
-
-def classify(exc: BaseException) -> str:
-    """``final`` for Kie's own verdict on a task, ``retryable`` for anything a rerun may fix.
-
-    Final: the 4K is unavailable, the source generation failed, or Kie refused the task itself
-    (400, 404, 422, 451). Auth, credits, rate limits, maintenance, server errors, transport,
-    timeouts, configuration, downloads and file-system errors are retryable.
-    """
-    if isinstance(exc, FourKUnavailableError | SourceTaskFailedError):
-        return Kind.FINAL
-    if isinstance(exc, SourceNotReadyError):
-        return Kind.RETRYABLE
-    if isinstance(exc, BadRequestError | NotFoundError | ValidationError | MediaFetchError):
-        return Kind.FINAL
-    return Kind.RETRYABLE
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line reason for a report: what happened, in words, with Kie's message."""
-    if isinstance(exc, FourKUnavailableError):
-        return f"4K unavailable: {exc.msg}"
-    if isinstance(exc, SourceTaskFailedError):
-        return f"source video failed: {exc}"
-    if isinstance(exc, APIError):
-        return f"Kie refused ({exc.code}): {exc.msg}"
-    if isinstance(exc, OSError) and not isinstance(exc, Veo4kError | TimeoutError):
-        where = f" {exc.filename}" if exc.filename else ""
-        return f"cannot write{where}: {exc.strerror or exc}"
-    if not isinstance(exc, Veo4kError | OSError):
-        return f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)"[:500]
-    return _CLASS_NAME.sub("", str(exc)).replace("\n", " ")
 
 
 async def run_batch(

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._models import FourKResult, WaitEvent, WaitState
-from ._batch import TaskReport
+from ._reports import TaskReport
 from ._tally import BatchStatus, Tally
 
 __all__ = [
