@@ -203,3 +203,29 @@ async def test_kill_9_twice_mid_big_batch_then_rerun_pays_once(tmp_path: pathlib
         once = db.execute("SELECT COUNT(DISTINCT task_id), COUNT(*) FROM events "
                           "WHERE state='downloaded'").fetchone()  # fmt: skip
     assert once == (len(ids), len(ids))
+
+
+async def test_no_download_waits_only_and_a_rerun_downloads(
+    kie: FakeKie, tmp_path: pathlib.Path
+) -> None:
+    """--no-download reports each task done with its URLs and writes no file; the same list
+    without it only downloads (no request to Kie's API); with it again, a task whose file was
+    deleted is done (its URLs known) and the others skipped, still without a request."""
+    argv = ["upscale", "veo_n1", "veo_n2", "--out", str(tmp_path), "--json", *FAST]
+    code, out, _ = await finish(await veo4k(kie, *argv, "--no-download"))
+    assert code == 0
+    tasks = summary(out)["tasks"]
+    assert [(t["status"], len(t["result_urls"])) for t in tasks] == [("done", 1)] * 2
+    assert not list(tmp_path.glob("*.mp4"))
+    assert {s for s, _ in journal_states(tmp_path).values()} == {"done"}
+    api = kie.stats.requests.total()
+    code, out, _ = await finish(await veo4k(kie, *argv))
+    assert code == 0
+    assert summary(out)["counts"]["downloaded"] == 2
+    assert kie.stats.requests.total() == api
+    (tmp_path / "veo_n1_0.mp4").unlink()
+    code, out, _ = await finish(await veo4k(kie, *argv, "--no-download"))
+    assert code == 0
+    assert [t["status"] for t in summary(out)["tasks"]] == ["done", "skipped"]
+    assert kie.stats.requests.total() == api
+    assert (kie.submissions("veo_n1"), kie.submissions("veo_n2")) == (1, 1)

@@ -188,6 +188,8 @@ class _Run:
             return report(status="skipped", urls=entry.urls, path=str(dest), size=entry.size)
         if entry.state == State.DONE and not self.options.download:
             return report(status="skipped", urls=entry.urls)
+        if entry.state == State.DOWNLOADED and entry.urls and not self.options.download:
+            return report(status="done", urls=entry.urls)  # its file is gone; none wanted
         final = entry.state == State.FAILED and entry.kind == Kind.FINAL
         if final and not self.options.retry_failed:
             return report(status="replayed", error=entry.error, kind=Kind.FINAL)
