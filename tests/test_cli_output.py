@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import io
+import json
 import os
 import pathlib
 import pty
@@ -16,7 +18,12 @@ import subprocess
 import sys
 import termios
 
+import veo4k
+from veo4k.cli._display import JsonLines
+from veo4k.cli._tally import Tally
 from veo4k.testing import FakeKie, TaskOutcome
+
+from .virtual import virtual_time
 
 VEO4K = [sys.executable, "-m", "veo4k"]
 FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
@@ -162,3 +169,24 @@ def test_fault_matrix_prints_only_when_asked() -> None:
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert "fault matrix: fault x position" in loud.stdout
     assert "connection refused" in loud.stdout
+
+
+@virtual_time
+async def test_batch_objects_come_every_five_seconds_while_nothing_happens() -> None:
+    """--json: a batch object when the first task is accepted, then every 5 s even while no
+    task changes (the first polls are minutes away), and one at the end; none before."""
+    tally = Tally(policy=veo4k.PollPolicy(), rate=lambda: 1.9)
+    tally.add([("veo_a", 0), ("veo_b", 0)])
+    out = io.StringIO()
+    with JsonLines(out, tally) as sink:
+        await asyncio.sleep(60)
+        assert out.getvalue() == ""  # nothing accepted yet: no batch object
+        event = veo4k.WaitEvent(task_id="veo_a", index=0, state=veo4k.WaitState.SUBMITTED,
+                                attempt=1, elapsed=60.0)  # fmt: skip
+        tally.event(event)
+        sink.event(event)
+        await asyncio.sleep(12)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in lines] == ["submitted", "batch", "batch", "batch", "batch"]
+    assert [e["elapsed"] for e in lines[1:]] == [60.0, 65.0, 70.0, 72.0]
+    assert {(e["queued"], e["submitted"], e["processing"]) for e in lines[1:]} == {(1, 1, 1)}

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self, TextIO
 
@@ -98,25 +98,30 @@ def counts_line(s: BatchStatus) -> str:
     return f"{', '.join(parts)}; ETA {clock(s.eta)}{rate}"
 
 
-class _Throttled:
-    """A sink's batch line: when the first task is accepted, then at most every
-    ``STATUS_EVERY`` seconds, and once more at the end if any was written."""
+class _Every:
+    """A sink's batch line: when the first task is accepted, then every ``STATUS_EVERY``
+    seconds (a timer: also while nothing else happens), and once more at the end."""
 
-    def __init__(self, tally: Tally) -> None:
-        self.tally = tally
-        self._last = -math.inf
+    def __init__(self, tally: Tally, write: Callable[[BatchStatus], None]) -> None:
+        self._tally = tally
+        self._write = write
+        self._handle: asyncio.TimerHandle | None = None
 
-    def due(self, *, started: bool) -> BatchStatus | None:
-        """The status to write now, if one is due."""
-        now = asyncio.get_running_loop().time()
-        if (started or self._last > -math.inf) and now - self._last >= STATUS_EVERY:
-            self._last = now
-            return self.tally.status()
-        return None
+    def start(self) -> None:
+        """Write the first line now and start the timer (once)."""
+        if self._handle is None:
+            self._tick()
 
-    def last(self) -> BatchStatus | None:
-        """The closing status, if any was written before."""
-        return self.tally.status() if self._last > -math.inf else None
+    def _tick(self) -> None:
+        self._write(self._tally.status())
+        self._handle = asyncio.get_running_loop().call_later(STATUS_EVERY, self._tick)
+
+    def stop(self, *, ok: bool) -> None:
+        """Stop the timer; write the closing line if the batch ended normally."""
+        if self._handle is not None:
+            self._handle.cancel()
+            if ok:
+                self._write(self._tally.status())
 
 
 class PlainLines:
@@ -126,23 +131,16 @@ class PlainLines:
     def __init__(self, out: TextIO, tally: Tally) -> None:
         self._out = out
         self._last: dict[tuple[str, int], WaitState] = {}
-        self._status = _Throttled(tally)
+        self._every = _Every(tally, lambda status: self._line(counts_line(status)))
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        status = self._status.last() if exc_type is None else None
-        if status is not None:
-            self._line(counts_line(status))
+        self._every.stop(ok=exc_type is None)
 
     def _line(self, text: str) -> None:
         write(self._out, text)
-
-    def _batch(self, *, started: bool = False) -> None:
-        status = self._status.due(started=started)
-        if status is not None:
-            self._line(counts_line(status))
 
     def event(self, event: WaitEvent) -> None:
         key = (event.task_id, event.index)
@@ -151,7 +149,8 @@ class PlainLines:
         self._last[key] = event.state
         self._line(f"{event.task_id}:{event.index} {event.state.value} "
                    f"({event.elapsed:.0f} s, {plural(event.attempt, 'request')})")  # fmt: skip
-        self._batch(started=event.state is WaitState.SUBMITTED)
+        if event.state is WaitState.SUBMITTED:
+            self._every.start()
 
     def done(self, result: FourKResult) -> None:
         return None  # the task's report follows at once
@@ -165,35 +164,27 @@ class PlainLines:
             self._line(f"{name} ({report.kind}; reason in the summary)")
         else:
             self._line(name)
-        self._batch()
 
 
 class JsonLines:
     """NDJSON on ``out`` as things happen: submitted, progress, done, then downloaded, failed,
     not_submitted, skipped, replayed or interrupted per task; a ``batch`` object with the
-    counts and the ETA when the first task is accepted, then at most every few seconds and at
-    the end; a final ``summary`` object. Nothing else."""
+    counts and the ETA when the first task is accepted, then every few seconds and at the end;
+    a final ``summary`` object. Nothing else."""
 
     def __init__(self, out: TextIO, tally: Tally) -> None:
         self._out = out
         self._submitted: set[tuple[str, int]] = set()
-        self._status = _Throttled(tally)
+        self._every = _Every(tally, lambda status: self._emit(status.as_json()))
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        status = self._status.last() if exc_type is None else None
-        if status is not None:
-            self._emit(status.as_json())
+        self._every.stop(ok=exc_type is None)
 
     def _emit(self, record: dict[str, Any]) -> None:
         write(self._out, json.dumps(record))
-
-    def _batch(self, *, started: bool = False) -> None:
-        status = self._status.due(started=started)
-        if status is not None:
-            self._emit(status.as_json())
 
     def event(self, event: WaitEvent) -> None:
         key = (event.task_id, event.index)
@@ -208,7 +199,8 @@ class JsonLines:
         self._emit({"event": name, "task_id": event.task_id, "index": event.index,
                     "state": event.state.value, "requests": event.attempt,
                     "elapsed": round(event.elapsed, 3)})  # fmt: skip
-        self._batch(started=name == "submitted")
+        if name == "submitted":
+            self._every.start()
 
     def done(self, result: FourKResult) -> None:
         self._emit({"event": "done", "task_id": result.task_id, "index": result.index,
@@ -218,7 +210,6 @@ class JsonLines:
     def report(self, report: TaskReport) -> None:
         if report.status != "done":  # else already announced by done()
             self._emit({"event": report.status, **task_record(report)})
-        self._batch()
 
     def summary(self, reports: Sequence[TaskReport], exit_code: int) -> None:
         """The last line: counts, total requests and every task's record."""
