@@ -29,11 +29,11 @@ VEO4K = [sys.executable, "-m", "veo4k"]
 FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 IDS = ["veo_task_screen_a", "veo_task_screen_b", "veo_task_screen_gone"]
-BOARD = re.compile(
-    r"0 queued, 3 submitted, \d processing, (\d downloading, )?\d done, \d failed; "
-    r"ETA \d+:\d\d:\d\d at \d+ req/s"
-)
-"""The counts line: the live board's first line, and the pipe's batch lines."""
+COUNTS = r"0 queued, 3 submitted, \d processing, (\d downloading, )?\d done, \d failed"
+ETA = r"ETA \d+:\d\d:\d\d at \d+ req/s"
+BOARD = re.compile(rf"{COUNTS}; {ETA}")
+"""A batch line in a pipe; the live board has the counts, then the bar, done/total, elapsed
+time and the ETA."""
 
 
 def _argv(kie: FakeKie, out: pathlib.Path) -> list[str]:
@@ -127,8 +127,10 @@ async def test_live_display_in_an_80x24_terminal(tmp_path: pathlib.Path) -> None
             live, final = await _pty_screen(kie, tmp_path)
     assert "3 submitted," in live  # all three submitted, counted live
     assert "━" in live  # the bar
-    board = next(line for line in live.splitlines() if "3 submitted," in line)
-    assert BOARD.fullmatch(board.strip()), board  # every count and the ETA, in 80 columns
+    lines = [line.strip() for line in live.splitlines()]
+    board = lines.index(next(line for line in lines if "3 submitted," in line))
+    assert re.fullmatch(COUNTS, lines[board]), lines[board]  # every count, in 80 columns
+    assert re.fullmatch(rf"[━╸╺]+ \d/3 \d:\d\d:\d\d {ETA}", lines[board + 1]), lines[board + 1]
     assert "EXIT=1" in final
     _check_final_screen(final.split("EXIT=")[0])
 

@@ -23,8 +23,8 @@ from ._reports import TaskReport
 from ._tally import BatchStatus, Tally
 
 __all__ = [
-    "JsonLines", "PlainLines", "RichProgress", "clock", "counts_line", "detach", "footer",
-    "inert", "plural", "shown", "summary_table", "write",
+    "JsonLines", "PlainLines", "RichProgress", "clock", "counts_line", "detach", "eta_text",
+    "footer", "inert", "plural", "shown", "summary_table", "write",
 ]  # fmt: skip
 
 STATUSES = (
@@ -85,7 +85,7 @@ def clock(seconds: float) -> str:
     return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
 
 
-def counts_line(s: BatchStatus) -> str:
+def counts_line(s: BatchStatus, *, eta: bool = True) -> str:
     """``2 queued, 3 submitted, 1 processing, 1 done, 0 failed; ETA 0:05:31 at 1.9 req/s``:
     downloading and not submitted only when there are some."""
     parts = [f"{s.queued} queued", f"{s.submitted} submitted", f"{s.processing} processing"]
@@ -94,8 +94,13 @@ def counts_line(s: BatchStatus) -> str:
     parts += [f"{s.done} done", f"{s.failed} failed"]
     if s.not_submitted:
         parts.append(f"{s.not_submitted} not submitted")
+    return ", ".join(parts) + (f"; {eta_text(s)}" if eta else "")
+
+
+def eta_text(s: BatchStatus) -> str:
+    """``ETA 0:05:31 at 1.9 req/s`` (the account's current rate)."""
     rate = "" if math.isinf(s.rate) else f" at {s.rate:.3g} req/s"
-    return f"{', '.join(parts)}; ETA {clock(s.eta)}{rate}"
+    return f"ETA {clock(s.eta)}{rate}"
 
 
 class _Every:
@@ -230,8 +235,8 @@ def task_record(r: TaskReport) -> dict[str, Any]:
 
 
 class RichProgress:
-    """A live board: the counts and the ETA, then a bar of finished tasks with the elapsed
-    time. Redrawn from the event loop (no thread reads the tally while the batch writes it)."""
+    """A live board: the counts, then a bar of finished tasks with the elapsed time and the
+    ETA. Redrawn from the event loop (no thread reads the tally while the batch writes it)."""
 
     def __init__(self, tally: Tally, console: Console) -> None:
         self._tally = tally
@@ -265,8 +270,8 @@ class RichProgress:
         bar.add_column(ratio=1)
         bar.add_column(no_wrap=True)
         bar.add_row(ProgressBar(total=max(s.total, 1), completed=s.finished),
-                    f"{s.finished}/{s.total} {clock(s.elapsed)}")  # fmt: skip
-        return Group(Text(counts_line(s)), bar)
+                    f"{s.finished}/{s.total} {clock(s.elapsed)} {eta_text(s)}")  # fmt: skip
+        return Group(Text(counts_line(s, eta=False)), bar)
 
     def event(self, event: WaitEvent) -> None:
         return None  # the tally has it; the next redraw shows it
