@@ -18,7 +18,7 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 EXIT_CODES = """exit codes:
   0    every task succeeded (or had in an earlier run)
-  1    some tasks failed (the summary says which and why)
+  1    some tasks failed or were not submitted (the summary says which and why)
   2    bad command line, task list, --out or option, or no API key: nothing sent
   3    another veo4k run is using this journal (same --out): nothing sent
   4    the journal is corrupt, from a newer veo4k, or cannot be written
