@@ -1,6 +1,7 @@
 """The real ``veo4k upscale`` at the account's rate (issue 17.6): every task handed to the
 client at once unless ``--concurrency``, counts and an ETA in ``--json``, tasks refused before
-submission sent on the rerun, and a big list killed mid-run that still pays once."""
+submission sent on the rerun, a big list killed mid-run that still pays once; and, in process,
+downloads bounded on their own."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from typing import Any
 
 import pytest
 
+from veo4k import FourKResult
+from veo4k.cli._batch import BatchOptions, run_batch
+from veo4k.cli._journal import Journal
 from veo4k.testing import FakeKie, FakeTask, fake_video_bytes
 
+from .conftest import ClientFactory
 from .test_cli_e2e import FAST, finish, journal_states, summary, veo4k
+from .test_hostile_batch import Quiet
 
 BATCH_FIELDS = {
     "event", "total", "queued", "submitted", "processing", "downloading", "done", "failed",
@@ -229,3 +235,37 @@ async def test_no_download_waits_only_and_a_rerun_downloads(
     assert [t["status"] for t in summary(out)["tasks"]] == ["done", "skipped"]
     assert kie.stats.requests.total() == api
     assert (kie.submissions("veo_n1"), kie.submissions("veo_n2")) == (1, 1)
+
+
+async def test_downloads_are_bounded_on_their_own(
+    kie: FakeKie,
+    make_client: ClientFactory,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """20 4Ks ready at once with ``downloads=3``: never more than 3 files fetched at once,
+    all 3 places used, every task downloaded and journaled with its size."""
+    client = make_client(rate_limit=None)
+    real = client.download
+    running: list[str] = []
+    most = 0
+
+    async def counted(result: FourKResult, dest: Any, **kwargs: Any) -> pathlib.Path:
+        nonlocal most
+        running.append(result.task_id)
+        most = max(most, len(running))
+        try:
+            await asyncio.sleep(0.01)  # a file takes a moment: the others queue meanwhile
+            return await real(result, dest, **kwargs)
+        finally:
+            running.remove(result.task_id)
+
+    monkeypatch.setattr(client, "download", counted)
+    pairs = [(f"veo_dl{i:02d}", 0) for i in range(20)]
+    with Journal(tmp_path / "j.sqlite") as journal:
+        reports = await run_batch(client, pairs, journal,
+                                  BatchOptions(out_dir=tmp_path, downloads=3), Quiet())  # fmt: skip
+        entries = journal.entries()
+    assert most == 3
+    assert [r.status for r in reports] == ["downloaded"] * 20
+    assert {(e.state, e.size) for e in entries.values()} == {("downloaded", kie.file_size)}
