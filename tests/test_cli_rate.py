@@ -10,6 +10,7 @@ import json
 import pathlib
 import signal
 import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -156,7 +157,7 @@ async def test_tasks_not_submitted_are_sent_on_the_rerun(
         assert kie.posts(e["task_id"]) == 0
         assert journal_states(tmp_path)[e["task_id"]] == ("queued", "")
     assert "not submitted (no credits spent)" in err  # the closing note
-    with sqlite3.connect(tmp_path / "veo4k-journal.sqlite") as db:
+    with closing(sqlite3.connect(tmp_path / "veo4k-journal.sqlite")) as db:
         logged = db.execute(
             "SELECT COUNT(*) FROM events WHERE state='queued' AND detail LIKE 'not submitted%'"
         ).fetchone()[0]
@@ -205,7 +206,7 @@ async def test_kill_9_twice_mid_big_batch_then_rerun_pays_once(tmp_path: pathlib
             assert (out / name).read_bytes() == fake_video_bytes(name, kie.file_size)
     assert not list(out.glob("*.part"))
     assert {s for s, _ in journal_states(out).values()} == {"downloaded"}
-    with sqlite3.connect(out / "veo4k-journal.sqlite") as db:
+    with closing(sqlite3.connect(out / "veo4k-journal.sqlite")) as db:
         once = db.execute("SELECT COUNT(DISTINCT task_id), COUNT(*) FROM events "
                           "WHERE state='downloaded'").fetchone()  # fmt: skip
     assert once == (len(ids), len(ids))
