@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import io
+import json
 import os
 import pathlib
 import pty
@@ -16,12 +18,22 @@ import subprocess
 import sys
 import termios
 
+import veo4k
+from veo4k.cli._display import JsonLines
+from veo4k.cli._tally import Tally
 from veo4k.testing import FakeKie, TaskOutcome
+
+from .virtual import virtual_time
 
 VEO4K = [sys.executable, "-m", "veo4k"]
 FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 IDS = ["veo_task_screen_a", "veo_task_screen_b", "veo_task_screen_gone"]
+COUNTS = r"0 queued, 3 submitted, \d processing, (\d downloading, )?\d done, \d failed"
+ETA = r"ETA \d+:\d\d:\d\d at \d+ req/s"
+BOARD = re.compile(rf"{COUNTS}; {ETA}")
+"""A batch line in a pipe; the live board has the counts, then the bar, done/total, elapsed
+time and the ETA."""
 
 
 def _argv(kie: FakeKie, out: pathlib.Path) -> list[str]:
@@ -67,7 +79,7 @@ async def _tmux_screen(kie: FakeKie, out: pathlib.Path, tmux: str) -> tuple[str,
         live = ""
         for _ in range(400):  # tiny delays while the run is going, until the bar is drawn
             live = await tmux_run("capture-pane", "-p", "-t", "veo4k")
-            if "sent 3 " in live and "━" in live:
+            if "3 submitted," in live and "━" in live:
                 break
             await asyncio.sleep(0.01)
         await tmux_run("wait-for", "finished")
@@ -113,8 +125,12 @@ async def test_live_display_in_an_80x24_terminal(tmp_path: pathlib.Path) -> None
             live, final = await _tmux_screen(kie, tmp_path, tmux)
         else:  # CI without tmux (.ci/run installs it when it can)
             live, final = await _pty_screen(kie, tmp_path)
-    assert "sent 3 " in live  # all three submitted, counted live
+    assert "3 submitted," in live  # all three submitted, counted live
     assert "━" in live  # the bar
+    lines = [line.strip() for line in live.splitlines()]
+    board = lines.index(next(line for line in lines if "3 submitted," in line))
+    assert re.fullmatch(COUNTS, lines[board]), lines[board]  # every count, in 80 columns
+    assert re.fullmatch(rf"[━╸╺]+ \d/3 \d:\d\d:\d\d {ETA}", lines[board + 1]), lines[board + 1]
     assert "EXIT=1" in final
     _check_final_screen(final.split("EXIT=")[0])
 
@@ -135,6 +151,10 @@ async def test_pipe_output_is_plain(tmp_path: pathlib.Path) -> None:
     assert "\x1b" not in text
     assert "━" not in text.split("veo4k batch")[0]  # no bar before the summary
     assert "veo_task_screen_a:0 submitted (0 s, 1 request)" in text
+    batch = [line for line in text.splitlines() if "; ETA " in line]
+    assert len(batch) >= 2  # when the first task is accepted, and at the end
+    assert BOARD.fullmatch(batch[-1]), batch[-1]
+    assert "2 done, 1 failed" in batch[-1]
     _check_final_screen(text)
 
 
@@ -151,3 +171,24 @@ def test_fault_matrix_prints_only_when_asked() -> None:
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert "fault matrix: fault x position" in loud.stdout
     assert "connection refused" in loud.stdout
+
+
+@virtual_time
+async def test_batch_objects_come_every_five_seconds_while_nothing_happens() -> None:
+    """--json: a batch object when the first task is accepted, then every 5 s even while no
+    task changes (the first polls are minutes away), and one at the end; none before."""
+    tally = Tally(policy=veo4k.PollPolicy(), rate=lambda: 1.9)
+    tally.add([("veo_a", 0), ("veo_b", 0)])
+    out = io.StringIO()
+    with JsonLines(out, tally) as sink:
+        await asyncio.sleep(60)
+        assert out.getvalue() == ""  # nothing accepted yet: no batch object
+        event = veo4k.WaitEvent(task_id="veo_a", index=0, state=veo4k.WaitState.SUBMITTED,
+                                attempt=1, elapsed=60.0)  # fmt: skip
+        tally.event(event)
+        sink.event(event)
+        await asyncio.sleep(12)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in lines] == ["submitted", "batch", "batch", "batch", "batch"]
+    assert [e["elapsed"] for e in lines[1:]] == [60.0, 65.0, 70.0, 72.0]
+    assert {(e["queued"], e["submitted"], e["processing"]) for e in lines[1:]} == {(1, 1, 1)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import importlib
+import json
 import os
 import pathlib
 import re
@@ -83,12 +84,32 @@ def test_every_code_block_is_run_somewhere() -> None:
             continue  # test_python_examples_run, or tests/redis for the "Many workers" two
         if lang == "bash":
             assert "veo4k upscale" in code or code.strip() in README, where
+        elif lang == "json":
+            assert where == pathlib.Path("docs/cli.md"), where  # test_the_batch_json_example
         else:
             assert (lang, where) == ("text", pathlib.Path("docs/cli.md")), (where, lang)
     redis_examples = [code for _, code in blocks("python") if "RedisCoordinator" in code]
     assert len(redis_examples) == 2  # the app (test_uvicorn.py) and the batch (test_readme_batch)
     assert all(b in (ROOT / "docs" / "many-workers.md").read_text() for b in redis_examples)
     assert len([b for b in BASH if "veo4k upscale" in b]) == 1
+
+
+def test_the_batch_json_example_is_what_the_cli_writes() -> None:
+    """The ``batch`` object shown in docs/cli.md is what ``--json`` writes for those numbers:
+    the same fields, in the same order, with the same rounding."""
+    from veo4k.cli._tally import BatchStatus
+
+    (shown,) = [
+        json.loads(code) for lang, code in FENCE.findall(_page("docs/cli.md")) if lang == "json"
+    ]
+    fields = {k: v for k, v in shown.items() if k != "event"}
+    written = BatchStatus(**fields).as_json()
+    assert list(written) == list(shown)
+    assert written == shown
+
+
+def _page(name: str) -> str:
+    return (ROOT / name).read_text()
 
 
 async def _script(code: str, tmp: pathlib.Path) -> tuple[int, str]:

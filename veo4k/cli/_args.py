@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from .._client import Veo4kClient
+from ._batch import DEFAULT_DOWNLOADS
 
 __all__ = ["EXIT_CODES", "OPT_INS", "UsageError", "build_parser"]
 
@@ -17,7 +18,7 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 EXIT_CODES = """exit codes:
   0    every task succeeded (or had in an earlier run)
-  1    some tasks failed (the summary says which and why)
+  1    some tasks failed or were not submitted (the summary says which and why)
   2    bad command line, task list, --out or option, or no API key: nothing sent
   3    another veo4k run is using this journal (same --out): nothing sent
   4    the journal is corrupt, from a newer veo4k, or cannot be written
@@ -142,11 +143,20 @@ def build_parser() -> Parser:
     )
     up.add_argument("--json", action="store_true",
                     help="NDJSON on stdout: one object per event as it happens (submitted, "
-                    "progress, done, downloaded, failed ...) and a final summary")  # fmt: skip
+                    "progress, done, downloaded, failed ...), a batch object with the counts "
+                    "and the ETA every few seconds, and a final summary")  # fmt: skip
     up.add_argument("--timeout", type=seconds, metavar="SECONDS",
-                    help="give up on a task after this long (default: 3600)")  # fmt: skip
-    up.add_argument("--concurrency", type=whole(1, 10_000), default=100, metavar="N",
-                    help="tasks waited on at once (default: 100)")  # fmt: skip
+                    help="give up on a task this long after its wait starts (all start "
+                    "together unless --concurrency); a task that could no longer finish in "
+                    "time is not submitted (no credits spent) and a rerun sends it (default: "
+                    "3600 from each task's submission)")  # fmt: skip
+    up.add_argument("--concurrency", type=whole(1, 10_000), metavar="N",
+                    help="wait on at most N tasks at once (default: no cap: every task is "
+                    "handed to the account's scheduler, which sends polls of paid tasks "
+                    "first and keeps the batch at the account's rate)")  # fmt: skip
+    up.add_argument("--downloads", type=whole(1, 1000), default=DEFAULT_DOWNLOADS,
+                    metavar="N", help="files downloaded at once "
+                    f"(default: {DEFAULT_DOWNLOADS})")  # fmt: skip
     up.add_argument("--rate-limit", metavar="N/SECONDS", default="20/10",
                     help="at most N requests per SECONDS for the account, shared by all "
                     "tasks (default: 20/10, Kie's limit)")  # fmt: skip

@@ -1,63 +1,44 @@
-"""Run a batch of upscales with a journal: wait, download, record; resume after a crash."""
+"""Run a batch of upscales with a journal: wait, download, record; resume after a crash.
+
+Every task to wait for is handed to the client at once (``Veo4kClient.as_completed``): the
+account's scheduler sends follow-ups of paid tasks first and submissions by deadline, and
+refuses a submission that cannot finish in time, so a list of 10,000 runs at the account's
+rate with no task object per wait. ``--concurrency N`` waits on N at a time instead. Results
+queue for ``--downloads`` fetchers. The journal moves each task queued -> submitted (the moment
+Kie accepts it) -> done (with its URLs) -> downloaded (with its size), each step committed
+before the next, so a rerun after ``kill -9`` never pays twice."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
 import pathlib
-import re
 import stat
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from .._client import Veo4kClient
-from .._errors import (
-    APIError,
-    BadRequestError,
-    FourKUnavailableError,
-    MediaFetchError,
-    NotFoundError,
-    SourceNotReadyError,
-    SourceTaskFailedError,
-    ValidationError,
-    Veo4kError,
-)
+from .._errors import NotSubmittedError, Veo4kError
 from .._models import FourKResult, WaitEvent, WaitState
 from ._journal import Entry, Journal, JournalError, Kind, State
+from ._reports import TaskReport, classify, describe
+from ._tally import Phase, Tally
 
-__all__ = ["BatchOptions", "Sink", "TaskReport", "classify", "describe", "run_batch"]
+__all__ = [
+    "DEFAULT_DOWNLOADS", "BatchOptions", "Sink", "TaskReport", "classify", "describe", "run_batch",
+]  # fmt: skip
+
+DEFAULT_DOWNLOADS = 8
+"""Files fetched at once by default: a 4K file takes seconds to fetch and a batch at Kie's
+rate finishes about one task a second, so a few keep up; thousands at once would not."""
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
-"""``ClientConnectorError: `` inside a library message: a class name, not a reason."""
-
-
-@attrs.frozen(kw_only=True)
-class TaskReport:
-    """How one task of a batch ended."""
-
-    task_id: str
-    index: int
-    status: str
-    """downloaded, done (not downloaded), skipped (finished in an earlier run), failed,
-    replayed (failed for good in an earlier run) or interrupted."""
-    urls: tuple[str, ...] = ()
-    path: str = ""
-    size: int = 0
-    error: str = ""
-    kind: str = ""
-    """For failures: ``final`` (Kie's answer about the task) or ``retryable``."""
-    requests: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """Finished well, in this run or an earlier one."""
-        return self.status in ("downloaded", "done", "skipped")
+_T = TypeVar("_T")
 
 
 @attrs.frozen(kw_only=True)
@@ -66,7 +47,11 @@ class BatchOptions:
 
     out_dir: pathlib.Path
     download: bool = True
-    concurrency: int = 100
+    concurrency: int | None = None
+    """Waits at once; None hands every task to the client at once (the account's scheduler
+    then keeps the batch at the account's rate)."""
+    downloads: int = DEFAULT_DOWNLOADS
+    """Files fetched at once."""
     timeout: float | None = None
     callback_url: str | None = None
     retry_failed: bool = False
@@ -80,147 +65,248 @@ class Sink(Protocol):
     def report(self, report: TaskReport) -> None: ...
 
 
-def classify(exc: BaseException) -> str:
-    """``final`` for Kie's own verdict on a task, ``retryable`` for anything a rerun may fix.
-
-    Final: the 4K is unavailable, the source generation failed, or Kie refused the task itself
-    (400, 404, 422, 451). Auth, credits, rate limits, maintenance, server errors, transport,
-    timeouts, configuration, downloads and file-system errors are retryable.
-    """
-    if isinstance(exc, FourKUnavailableError | SourceTaskFailedError):
-        return Kind.FINAL
-    if isinstance(exc, SourceNotReadyError):
-        return Kind.RETRYABLE
-    if isinstance(exc, BadRequestError | NotFoundError | ValidationError | MediaFetchError):
-        return Kind.FINAL
-    return Kind.RETRYABLE
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line reason for a report: what happened, in words, with Kie's message."""
-    if isinstance(exc, FourKUnavailableError):
-        return f"4K unavailable: {exc.msg}"
-    if isinstance(exc, SourceTaskFailedError):
-        return f"source video failed: {exc}"
-    if isinstance(exc, APIError):
-        return f"Kie refused ({exc.code}): {exc.msg}"
-    if isinstance(exc, OSError) and not isinstance(exc, Veo4kError | TimeoutError):
-        where = f" {exc.filename}" if exc.filename else ""
-        return f"cannot write{where}: {exc.strerror or exc}"
-    if not isinstance(exc, Veo4kError | OSError):
-        return f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)"[:500]
-    return _CLASS_NAME.sub("", str(exc)).replace("\n", " ")
-
-
 async def run_batch(
     client: Veo4kClient,
     pairs: Sequence[tuple[str, int]],
     journal: Journal,
     options: BatchOptions,
     sink: Sink,
+    tally: Tally | None = None,
 ) -> list[TaskReport]:
     """Wait for and download every task, journaling each step; return reports in input order.
+
+    Every task to wait for is handed to the client at once (``as_completed``): the account's
+    scheduler sends follow-ups of paid tasks first and submissions by deadline, so the batch
+    runs at the account's rate; ``options.concurrency`` caps the waits at once instead. At most
+    ``options.downloads`` files are fetched at once. ``tally`` (one is made if not given) is
+    kept up to date for the displays.
 
     Cancelled (SIGINT/SIGTERM), it cancels every wait and returns what finished plus an
     ``interrupted`` report for the rest; every journal transition is already committed.
     """
     unique = list(dict.fromkeys(pairs))
     journal.enqueue(unique)
-    known = journal.entries()
-    run = _Run(client, journal, options, sink)
-    reports: dict[tuple[str, int], TaskReport] = {}
-
-    async def one(task_id: str, index: int) -> None:
-        async with run.limit:
-            report = await run.one(known[(task_id, index)])
-        reports[(task_id, index)] = report
-        sink.report(report)
-
+    if tally is None:
+        tally = Tally(policy=client.poll_policy, rate=lambda: client.pacer.rate,
+                      cap=options.concurrency)  # fmt: skip
+    run = _Run(client, journal, options, sink, tally)
     try:
-        try:
-            async with asyncio.TaskGroup() as group:
-                for task_id, index in unique:
-                    group.create_task(one(task_id, index))
-        except ExceptionGroup as group_error:
-            # the journal cannot be written (disk full, I/O): stop, say so, no traceback
-            broken = [e for e in group_error.exceptions if isinstance(e, JournalError)]
-            if broken:
-                raise broken[0] from None
-            raise
+        await run.all(unique, journal.entries())
     except asyncio.CancelledError:
         pass  # the caller knows why; the reports say what finished
-    unfinished = [pair for pair in unique if pair not in reports]
+    except ExceptionGroup as group_error:
+        # the journal cannot be written (disk full, I/O): stop, say so, no traceback
+        broken = [e for e in group_error.exceptions if isinstance(e, JournalError)]
+        if broken:
+            raise broken[0] from None
+        raise
+    unfinished = [pair for pair in unique if pair not in run.reports]
     if unfinished:  # their state stays as it was (a rerun resumes them); the log says why
         journal.note(unfinished, "interrupted")
-    stopped = {
-        pair: TaskReport(
-            task_id=pair[0], index=pair[1], status="interrupted", requests=run.requests.get(pair, 0)
-        )
+    stopped = functools.partial(TaskReport, status="interrupted")
+    return [
+        run.reports.get(pair)
+        or stopped(task_id=pair[0], index=pair[1], requests=run.requests.get(pair, 0))
         for pair in unique
-        if pair not in reports
-    }
-    return [reports.get(pair) or stopped[pair] for pair in unique]
+    ]
+
+
+@attrs.frozen
+class _Fetch:
+    """A download to make: a 4K just waited for, or one whose URLs were journaled earlier."""
+
+    result: FourKResult
+    journaled: bool
 
 
 class _Run:
-    """State shared by the tasks of one batch."""
+    """State shared by the waits and downloads of one batch."""
 
     def __init__(
-        self, client: Veo4kClient, journal: Journal, options: BatchOptions, sink: Sink
-    ) -> None:
+        self, client: Veo4kClient, journal: Journal, options: BatchOptions, sink: Sink,
+        tally: Tally,
+    ) -> None:  # fmt: skip
         self.client, self.journal, self.options, self.sink = client, journal, options, sink
-        self.limit = asyncio.Semaphore(options.concurrency)
+        self.tally = tally
+        self.reports: dict[tuple[str, int], TaskReport] = {}
         self.requests: dict[tuple[str, int], int] = {}
+        self._known: dict[tuple[str, int], Entry] = {}
+        self._accepted: set[tuple[str, int]] = set()
+        self._fetches: asyncio.Queue[_Fetch | None] = asyncio.Queue()
+        self._fetchers = 0
+        self._open = 0
+        self._group: asyncio.TaskGroup | None = None
+        self._waiting: set[asyncio.Task[Any]] = set()
         self.disk_full: str = ""
         """Set by the first ENOSPC: later downloads are not started, waits go on."""
         self.broken: JournalError | None = None
-        """Set when a journal write made inside a wait failed: that wait stops with it."""
+        """Set when a journal write made inside a wait failed: the waits stop with it."""
 
-    async def one(self, entry: Entry) -> TaskReport:
-        task_id, index = entry.task_id, entry.index
-        dest = self.options.out_dir / f"{task_id}_{index}.mp4"
-        report = functools.partial(TaskReport, task_id=task_id, index=index)
+    # -- the batch ---------------------------------------------------------------------------
+
+    async def all(
+        self, unique: Sequence[tuple[str, int]], known: dict[tuple[str, int], Entry]
+    ) -> None:
+        """Settle what the journal already knows, then wait and download the rest."""
+        self._known = known
+        self._open = len(unique)
+        waits: list[tuple[str, int]] = []
+        fetches: list[_Fetch] = []
+        for pair in unique:
+            entry = known[pair]
+            report = self._settled(entry)
+            if report is not None:
+                self.tally.add([pair], Phase.QUEUED)
+                self._report(report)
+            elif entry.state in (State.DONE, State.DOWNLOADED) and entry.urls:
+                # the URLs may have expired: download() refreshes them through Kie's API
+                result = FourKResult(task_id=entry.task_id, index=entry.index,
+                                     result_urls=entry.urls)  # fmt: skip
+                fetches.append(_Fetch(result, journaled=True))
+                self.tally.add([pair], Phase.DOWNLOADING)
+            else:
+                waits.append(pair)
+                self.tally.add([pair], Phase.QUEUED)
+        if not waits and not fetches:
+            return
+        if self.options.download:
+            self._fetchers = min(self.options.downloads, len(waits) + len(fetches))
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            for fetch in fetches:
+                self._fetches.put_nowait(fetch)
+            for _ in range(self._fetchers):
+                group.create_task(self._fetcher())
+            if waits:
+                group.create_task(self._wait_all(waits))
+
+    def _settled(self, entry: Entry) -> TaskReport | None:
+        """The report of a task an earlier run finished, or None if there is work left."""
+        report = functools.partial(TaskReport, task_id=entry.task_id, index=entry.index)
+        dest = self.options.out_dir / f"{entry.task_id}_{entry.index}.mp4"
         if entry.state == State.DOWNLOADED and _intact(dest, entry.size):
-            return report(status="skipped", urls=entry.urls, path=str(dest),
-                              size=entry.size)  # fmt: skip
+            return report(status="skipped", urls=entry.urls, path=str(dest), size=entry.size)
         if entry.state == State.DONE and not self.options.download:
             return report(status="skipped", urls=entry.urls)
+        if entry.state == State.DOWNLOADED and entry.urls and not self.options.download:
+            return report(status="done", urls=entry.urls)  # its file is gone; none wanted
         final = entry.state == State.FAILED and entry.kind == Kind.FINAL
         if final and not self.options.retry_failed:
             return report(status="replayed", error=entry.error, kind=Kind.FINAL)
-        result: FourKResult | None = None
-        journaled = entry.state in (State.DONE, State.DOWNLOADED) and bool(entry.urls)
+        return None
+
+    def _report(self, report: TaskReport) -> None:
+        pair = (report.task_id, report.index)
+        self.reports[pair] = report
+        self.tally.ended(pair, report.status)
+        self.sink.report(report)
+        self._open -= 1
+        if self._open == 0:  # nothing more can come: let the downloaders go
+            for _ in range(self._fetchers):
+                self._fetches.put_nowait(None)
+
+    # -- waits -------------------------------------------------------------------------------
+
+    async def _wait_all(self, pairs: list[tuple[str, int]]) -> None:
+        """Every wait at once through the client (or ``concurrency`` at a time)."""
         try:
-            if journaled:
-                # the URLs may have expired: download() refreshes them through Kie's API
-                result = FourKResult(task_id=task_id, index=index, result_urls=entry.urls)
+            if self.options.concurrency is None:
+                await self._stoppable(self._as_completed(pairs))
             else:
-                result = await self._wait(task_id, index)
-            if not self.options.download:
-                return report(status="done", urls=result.result_urls,
-                                  requests=result.requests, elapsed=result.elapsed)  # fmt: skip
-            try:
-                path, size = await self._download(result, dest)
-            except Veo4kError:
-                if not journaled:
-                    raise
-                # Kie would not refresh an old link: ask for the finished 4K again (a repeat
-                # request answers with its URLs and never starts a second paid job)
-                result = await self._wait(task_id, index)
-                path, size = await self._download(result, dest)
-        except (Veo4kError, OSError) as exc:
-            return self._failed(task_id, index, exc, result)
+                todo = iter(pairs)
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(self.options.concurrency, len(pairs))):
+                        group.create_task(self._stoppable(self._one_at_a_time(todo)))
+        except ExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None  # a JournalError: run_batch says so
         except JournalError:
-            raise  # the batch stops: nothing more could be recorded
-        except Exception as exc:  # a bug fails its task, summarised with its type; not the batch
-            return self._failed(task_id, index, exc, result)
-        self.journal.record(task_id, index, State.DOWNLOADED, path=str(path), size=size)
-        return report(status="downloaded", urls=result.result_urls, path=str(path),
-                          size=size, requests=result.requests, elapsed=result.elapsed)  # fmt: skip
+            raise
+        except Exception as exc:  # a bug in the client ended the stream: its waits fail
+            for pair in pairs:
+                if self.tally.phase(pair) in (Phase.QUEUED, Phase.PROCESSING):
+                    self._report(self._failed(pair, exc, None))
+
+    async def _as_completed(self, pairs: list[tuple[str, int]]) -> None:
+        stream = self.client.as_completed(
+            pairs, timeout=self.options.timeout, callback_url=self.options.callback_url,
+            on_update=self._on_update,
+        )  # fmt: skip
+        async with contextlib.aclosing(stream):
+            async for outcome in stream:
+                if outcome.result is not None:
+                    self._ready(outcome.result)
+                else:
+                    assert outcome.error is not None
+                    pair = (outcome.task_id, outcome.index)
+                    self._report(self._failed(pair, outcome.error, None))
+
+    async def _one_at_a_time(self, todo: Iterator[tuple[str, int]]) -> None:
+        for task_id, index in todo:
+            try:
+                result = await self._wait(task_id, index)
+            except JournalError:
+                raise
+            except Exception as exc:  # a Veo4kError, or a bug failing only this task
+                self._report(self._failed((task_id, index), exc, None))
+            else:
+                self._ready(result)
+
+    async def _wait(self, task_id: str, index: int) -> FourKResult:
+        return await self.client.wait_for_4k(
+            task_id, index, timeout=self.options.timeout, callback_url=self.options.callback_url,
+            on_update=self._on_update,
+        )  # fmt: skip
+
+    async def _stoppable(self, waiting: Awaitable[_T]) -> _T:
+        """Await ``waiting`` in this task; a journal write failing inside a wait (where the
+        client would only log it) cancels it, and it raises that JournalError instead."""
+        me = asyncio.current_task()
+        assert me is not None
+        self._waiting.add(me)
+        try:
+            return await waiting
+        except asyncio.CancelledError:
+            if self.broken is None:
+                raise
+            raise self.broken from None  # the batch stops with exit 4, as documented
+        finally:
+            self._waiting.discard(me)
+
+    def _on_update(self, event: WaitEvent) -> None:
+        pair = (event.task_id, event.index)
+        self.requests[pair] = event.attempt
+        self.tally.event(event)
+        if event.state in (WaitState.SUBMITTED, WaitState.PROCESSING) and (
+            pair not in self._accepted
+        ):
+            self._accepted.add(pair)
+            try:  # Kie accepted it: journaled before anything else happens to it
+                self.journal.record(event.task_id, event.index, State.SUBMITTED)
+            except JournalError as exc:
+                self.broken = self.broken or exc
+                for task in self._waiting:
+                    task.cancel()
+                return
+        self.sink.event(event)
+
+    def _ready(self, result: FourKResult) -> None:
+        """A 4K is ready: journal its URLs, then download it (or report it done)."""
+        self.journal.record(result.task_id, result.index, State.DONE, urls=result.result_urls)
+        self.sink.done(result)
+        if not self.options.download:
+            self._report(TaskReport(task_id=result.task_id, index=result.index, status="done",
+                                    urls=result.result_urls, requests=result.requests,
+                                    elapsed=result.elapsed))  # fmt: skip
+            return
+        self.tally.move((result.task_id, result.index), Phase.DOWNLOADING)
+        self._fetches.put_nowait(_Fetch(result, journaled=False))
 
     def _failed(
-        self, task_id: str, index: int, exc: BaseException, result: FourKResult | None
+        self, pair: tuple[str, int], exc: BaseException, result: FourKResult | None
     ) -> TaskReport:
+        task_id, index = pair
+        if isinstance(exc, NotSubmittedError) and result is None:
+            return self._not_submitted(pair, exc)
         # a task whose 4K is known failed only its download: a rerun may fix that
         kind = classify(exc) if result is None else Kind.RETRYABLE
         reason = describe(exc)
@@ -231,10 +317,69 @@ class _Run:
             self.journal.record(task_id, index, State.FAILED, error=reason, kind=kind)
         else:  # the task stays done with its URLs journaled: a rerun only downloads it
             self.journal.record(task_id, index, State.DONE, error=reason, kind=Kind.RETRYABLE)
-        requests = result.requests if result else self.requests.get((task_id, index), 0)
+        requests = result.requests if result else self.requests.get(pair, 0)
         return TaskReport(task_id=task_id, index=index, status="failed", error=reason, kind=kind,
                           urls=result.result_urls if result else (), requests=requests,
                           elapsed=result.elapsed if result else 0.0)  # fmt: skip
+
+    def _not_submitted(self, pair: tuple[str, int], exc: NotSubmittedError) -> TaskReport:
+        """Refused before it was sent: nothing to pay, nothing learned. The journal keeps the
+        task's state (queued: a rerun submits it) and logs why."""
+        entry = self._known.get(pair)
+        if entry is not None and entry.state == State.SUBMITTED:
+            reason = ("not asked again (no new credits spent; submitted in an earlier run): "
+                      f"{exc.reason}")  # fmt: skip
+        else:
+            reason = f"not submitted (no credits spent): {exc.reason}"
+        self.journal.note([pair], reason)
+        return TaskReport(task_id=pair[0], index=pair[1], status="not_submitted", error=reason,
+                          kind=Kind.RETRYABLE)  # fmt: skip
+
+    # -- downloads ---------------------------------------------------------------------------
+
+    async def _fetcher(self) -> None:
+        """One of ``downloads`` workers: fetch, journal, report, until the batch is over."""
+        while (fetch := await self._fetches.get()) is not None:
+            report = await self._fetch(fetch)
+            if report is not None:
+                self._report(report)
+
+    async def _fetch(self, fetch: _Fetch) -> TaskReport | None:
+        result = fetch.result
+        pair = (result.task_id, result.index)
+        dest = self.options.out_dir / f"{result.task_id}_{result.index}.mp4"
+        try:
+            path, size = await self._download(result, dest)
+        except (Veo4kError, OSError) as exc:
+            if fetch.journaled and isinstance(exc, Veo4kError):
+                # Kie would not refresh an old link: ask for the finished 4K again (a repeat
+                # request answers with its URLs and never starts a second paid job), without
+                # holding a download place while it queues
+                assert self._group is not None
+                self._group.create_task(self._again(result))
+                return None
+            return self._failed(pair, exc, result)
+        except JournalError:
+            raise  # the batch stops: nothing more could be recorded
+        except Exception as exc:  # a bug fails its task, summarised with its type; not the batch
+            return self._failed(pair, exc, result)
+        self.journal.record(result.task_id, result.index, State.DOWNLOADED, path=str(path),
+                            size=size)  # fmt: skip
+        return TaskReport(task_id=result.task_id, index=result.index, status="downloaded",
+                          urls=result.result_urls, path=str(path), size=size,
+                          requests=result.requests, elapsed=result.elapsed)  # fmt: skip
+
+    async def _again(self, old: FourKResult) -> None:
+        """Wait for a journaled 4K again (its old link is refused), then queue its download."""
+        pair = (old.task_id, old.index)
+        try:
+            result = await self._stoppable(self._wait(old.task_id, old.index))
+        except JournalError:
+            raise
+        except Exception as exc:  # a Veo4kError, or a bug failing only this task
+            self._report(self._failed(pair, exc, old))
+            return
+        self._ready(result)
 
     async def _download(self, result: FourKResult, dest: pathlib.Path) -> tuple[pathlib.Path, int]:
         if self.disk_full:
@@ -245,38 +390,6 @@ class _Run:
         # error (EISDIR), not a place to write into.
         path = await self.client.download(result, f"{dest.parent}{os.sep}", overwrite=True)
         return path, path.stat().st_size
-
-    async def _wait(self, task_id: str, index: int) -> FourKResult:
-        submitted = False
-        me = asyncio.current_task()
-
-        def on_update(event: WaitEvent) -> None:
-            nonlocal submitted
-            self.requests[(task_id, index)] = event.attempt
-            if not submitted and event.state in (WaitState.SUBMITTED, WaitState.PROCESSING):
-                submitted = True
-                try:
-                    self.journal.record(task_id, index, State.SUBMITTED)
-                except JournalError as exc:  # the client would only log it: stop this wait
-                    self.broken = self.broken or exc
-                    if me is not None:
-                        me.cancel()
-                    return
-            self.sink.event(event)
-
-        try:
-            result = await self.client.wait_for_4k(
-                task_id, index, timeout=self.options.timeout,
-                callback_url=self.options.callback_url, on_update=on_update,
-            )  # fmt: skip
-        except asyncio.CancelledError:
-            if self.broken is None or me is None or not me.cancelling():
-                raise
-            me.uncancel()
-            raise self.broken from None  # the batch stops with exit 4, as documented
-        self.journal.record(task_id, index, State.DONE, urls=result.result_urls)
-        self.sink.done(result)
-        return result
 
 
 def _intact(path: pathlib.Path, size: int | None) -> bool:

@@ -15,6 +15,7 @@ from ..testing import FakeKie, TaskOutcome
 from ._batch import BatchOptions, TaskReport, run_batch
 from ._display import PlainLines, RichProgress, plural, summary_table
 from ._journal import Journal
+from ._tally import Tally
 
 __all__ = ["DEMO_POLICY", "demo_tasks", "run_demo"]
 
@@ -64,13 +65,14 @@ async def run_demo(count: int, seed: int, out_dir: pathlib.Path, out: TextIO) ->
             rate_limit=RateLimit(max_requests=50, period=1.0),
             rng=random.Random(seed),
         )
-        sink = RichProgress(count, console) if console.is_terminal else PlainLines(out)
+        tally = Tally(policy=DEMO_POLICY, rate=lambda: client.pacer.rate)
+        sink = RichProgress(tally, console) if console.is_terminal else PlainLines(out, tally)
         with Journal(out_dir / "veo4k-journal.sqlite") as journal:
             async with client:
                 with sink:
                     reports = await run_batch(
                         client, [(t.task_id, 0) for t in tasks], journal,
-                        BatchOptions(out_dir=out_dir), sink,
+                        BatchOptions(out_dir=out_dir), sink, tally,
                     )  # fmt: skip
         console.print(summary_table(reports))
         console.print(f"files were downloaded to {out_dir} (a temporary folder, now removed)")

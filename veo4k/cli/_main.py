@@ -28,11 +28,11 @@ from ._args import (
     UsageError,
     build_parser,
 )
-from ._batch import describe
 from ._demo import run_demo
 from ._display import inert
 from ._inputs import InputError
 from ._journal import JournalError, JournalLocked
+from ._reports import describe
 from ._upscale import run_upscale
 
 __all__ = ["main"]

@@ -44,6 +44,7 @@ from ._display import (
 )
 from ._inputs import InputError, case_clashes, read_tasks
 from ._journal import Journal, lock
+from ._tally import Tally
 
 __all__ = ["prepare_out", "run_upscale"]
 
@@ -186,8 +187,8 @@ async def run_upscale(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         raise UsageError(f"journal folder {journal_path.parent} does not exist")
     options = BatchOptions(
         out_dir=out_dir, download=not args.no_download, concurrency=args.concurrency,
-        timeout=args.timeout, callback_url=None if server else args.callback_url,
-        retry_failed=args.retry_failed,
+        downloads=args.downloads, timeout=args.timeout,
+        callback_url=None if server else args.callback_url, retry_failed=args.retry_failed,
     )  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         _hold(stack, journal_path)
@@ -222,17 +223,19 @@ async def _run(
     err: TextIO,
 ) -> int:
     console = Console(file=err if as_json else out, highlight=False)
+    tally = Tally(policy=client.poll_policy, rate=lambda: client.pacer.rate,
+                  cap=options.concurrency)  # fmt: skip
     sink: JsonLines | PlainLines | RichProgress
     if as_json:
-        sink = JsonLines(out)
+        sink = JsonLines(out, tally)
     elif console.is_terminal:
-        sink = RichProgress(len(pairs), console)
+        sink = RichProgress(tally, console)
     else:
-        sink = PlainLines(out)
+        sink = PlainLines(out, tally)
     stop = _Stop()
     async with client:
         with sink:
-            reports = await _batch(client, pairs, journal, options, sink, stop)
+            reports = await _batch(client, pairs, journal, options, sink, tally, stop)
     if server is not None:
         await server.close()  # idempotent; stops taking callbacks before the summary
     code = _exit_code(reports, stop)
@@ -261,12 +264,13 @@ async def _batch(
     journal: Journal,
     options: BatchOptions,
     sink: JsonLines | PlainLines | RichProgress,
+    tally: Tally,
     stop: _Stop,
 ) -> list[TaskReport]:
     """Run the batch as its own task; the first SIGINT/SIGTERM cancels it (it then returns
     what finished and marks the rest interrupted), a second one gets the default action."""
     loop = asyncio.get_running_loop()
-    batch = asyncio.create_task(run_batch(client, pairs, journal, options, sink))
+    batch = asyncio.create_task(run_batch(client, pairs, journal, options, sink, tally))
 
     def on_signal(signum: int) -> None:
         stop.signal = signum
@@ -295,6 +299,11 @@ def _notes(reports: Sequence[TaskReport], options: BatchOptions, stop: _Stop, ou
         print(f"{plural(len(replayed), 'task')} failed for good in an earlier run (Kie's final "
               f"answer) and {'was' if len(replayed) == 1 else 'were'} not sent again: {shown}; "
               "add --retry-failed to try again.", file=out)  # fmt: skip
+    unsent = sum(r.status == "not_submitted" for r in reports)
+    if unsent:
+        print(f"{plural(unsent, 'task')} {'was' if unsent == 1 else 'were'} not submitted (no "
+              "credits spent): --timeout could not fit them at the account's rate; run the "
+              "same command again to send them.", file=out)  # fmt: skip
     retry = sum(r.status == "failed" and r.kind != "final" for r in reports)
     if retry:
         print(f"{plural(retry, 'failure')} may pass on a rerun: run the same command again.",
