@@ -17,7 +17,7 @@ import pytest
 
 from veo4k import FourKResult
 from veo4k.cli._batch import BatchOptions, run_batch
-from veo4k.cli._journal import Journal
+from veo4k.cli._journal import Journal, State
 from veo4k.testing import FakeKie, FakeTask, fake_video_bytes
 
 from .conftest import ClientFactory
@@ -270,3 +270,33 @@ async def test_downloads_are_bounded_on_their_own(
     assert most == 3
     assert [r.status for r in reports] == ["downloaded"] * 20
     assert {(e.state, e.size) for e in entries.values()} == {("downloaded", kie.file_size)}
+
+
+async def test_a_rerun_asks_for_tasks_paid_earlier_before_new_ones(
+    kie: FakeKie, make_client: ClientFactory, tmp_path: pathlib.Path
+) -> None:
+    """A rerun whose journal holds tasks paid in an earlier run (``submitted``) sends them
+    before this run's new submissions, whatever their place in the list: asking again costs
+    nothing, and they would otherwise queue behind every new task. Each is still paid once."""
+    ids = [f"veo_rr{i}" for i in range(8)]
+    paid = ids[4:]
+    client = make_client(rate_limit=None)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.enqueue([(t, 0) for t in ids])
+        for task_id in paid:  # the earlier run: submitted, then killed
+            await client.request_4k(task_id)
+            journal.record(task_id, 0, State.SUBMITTED)
+        asked: list[str] = []
+        answer = kie._fourk_answer
+
+        def recorded(body: Any) -> Any:
+            asked.append(body["taskId"])
+            return answer(body)
+
+        kie._fourk_answer = recorded  # type: ignore[method-assign]
+        reports = await run_batch(client, [(t, 0) for t in ids], journal,
+                                  BatchOptions(out_dir=tmp_path), Quiet())  # fmt: skip
+    first = {task_id: asked.index(task_id) for task_id in ids}
+    assert max(first[t] for t in paid) < min(first[t] for t in ids[:4])
+    assert [r.status for r in reports] == ["downloaded"] * len(ids)
+    assert [kie.submissions(t) for t in ids] == [1] * len(ids)

@@ -169,6 +169,9 @@ class _Run:
                 self.tally.add([pair], Phase.QUEUED)
         if not waits and not fetches:
             return
+        # paid in an earlier run first: asking again costs nothing, and in arrival order they
+        # would queue behind this run's new submissions (the scheduler cannot tell them apart)
+        waits.sort(key=lambda pair: known[pair].state != State.SUBMITTED)
         if self.options.download:
             self._fetchers = min(self.options.downloads, len(waits) + len(fetches))
         async with asyncio.TaskGroup() as group:
