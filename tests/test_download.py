@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import os
 import pathlib
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -386,3 +388,22 @@ async def test_names_resolving_to_private_addresses_are_refused(
         with pytest.raises(veo4k.DownloadError, match="refused"):
             await strict.download(url, tmp_path / "a.mp4")
     assert files.hits == []
+
+
+async def test_the_file_is_synced_off_the_event_loop(
+    kie: FakeKie, client: veo4k.Veo4kClient, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsync that makes a finished file durable runs in a worker thread: on a slow disk
+    it takes seconds, which must not block the loop's other waits and handlers."""
+    threads: list[threading.Thread] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        threads.append(threading.current_thread())
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = await client.download(await finished(client), tmp_path)
+    assert path.read_bytes() == fake_video_bytes("veo_task_1_0.mp4", kie.file_size)
+    assert threads
+    assert threading.main_thread() not in threads

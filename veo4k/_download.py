@@ -295,7 +295,9 @@ async def _receive(
             part.discard()  # bad content (too long, a bomb, corrupt): never resume from it
             raise
         out.flush()
-        os.fsync(out.fileno())
+        # a 4K file is hundreds of MB: its fsync may take seconds, which the event loop (an
+        # app's waits, its web handlers) must not spend blocked
+        await asyncio.to_thread(os.fsync, out.fileno())
     if not decoder.complete():
         part.discard()  # a cut compressed stream cannot be resumed
         raise _Retry(f"{encoding} stream ended before its end marker: starting over")
