@@ -72,7 +72,7 @@ async def outcomes(
                 log.warning(
                     "the deadline of this batch of %d tasks cannot fit them all at the "
                     "account's rate: tasks that could no longer finish in time are not "
-                    "submitted (NotSubmittedError, no credits spent), starting with %s",
+                    "submitted (NotSubmittedError, no credits spent); the first refused: %s",
                     len(pairs), shared.task_id,
                 )  # fmt: skip
             if isinstance(error, WaitTimeoutError) and on_update is not None:
