@@ -157,6 +157,9 @@ async def test_tasks_not_submitted_are_sent_on_the_rerun(
         assert kie.posts(e["task_id"]) == 0
         assert journal_states(tmp_path)[e["task_id"]] == ("queued", "")
     assert "not submitted (no credits spent)" in err  # the closing note
+    warnings = [line for line in err.splitlines() if line.startswith("veo4k: warning: ")]
+    assert len(warnings) == 1  # the library's one warning, as the command's own line
+    assert warnings[0].startswith("veo4k: warning: the deadline of this batch of 20 tasks")
     with closing(sqlite3.connect(tmp_path / "veo4k-journal.sqlite")) as db:
         logged = db.execute(
             "SELECT COUNT(*) FROM events WHERE state='queued' AND detail LIKE 'not submitted%'"

@@ -4,15 +4,21 @@ sends stays inert on the terminal, bad input is one line and an exit code, never
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import os
 import pathlib
 import sqlite3
 import sys
 import unicodedata
+from typing import TextIO
+from unittest import mock
 
 import pytest
 
+import veo4k
+from veo4k.cli._main import main as veo4k_main
 from veo4k.testing import MARKUP_TEXT, FakeKie, Hostile, TaskOutcome
 
 FAST = ["--first-poll", "0.05", "--poll-every", "0.05", "--rate-limit", "1000/1"]
@@ -176,3 +182,29 @@ async def test_symlinks_planted_in_out_are_never_written_through(tmp_path: pathl
         assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
         assert victim.read_bytes() == b"precious"
         assert kie.posts("veo_b") == 0
+
+
+def test_library_warnings_become_inert_command_lines() -> None:
+    """While the command runs, a warning the library logs (quoting a server's words, with an
+    exception) is one ``veo4k: warning:`` line: inert, the exception as type and message,
+    no traceback; after the command its handler is gone."""
+    logger = logging.getLogger("veo4k")
+    before = list(logger.handlers)
+    err = io.StringIO()
+    hostile = f"{MARKUP_TEXT} \x1b]0;pwned\x07\u202e"
+
+    def warn(argv: list[str], out: TextIO, _err: TextIO) -> int:
+        try:
+            raise veo4k.TransportError(hostile)
+        except veo4k.TransportError:
+            logger.warning("journal write failed for %s", hostile, exc_info=True)
+        return 0
+
+    with mock.patch("veo4k.cli._main._run", warn):
+        assert veo4k_main(["demo"], out=io.StringIO(), err=err) == 0
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("veo4k: warning: journal write failed for ")
+    assert ": TransportError: " in lines[0]
+    assert_inert(lines[0])
+    assert logger.handlers == before

@@ -8,11 +8,13 @@ No traceback reaches a user for an input or environment problem: each becomes on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import pathlib
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from .. import _validate as check
@@ -73,6 +75,39 @@ def _error(err: TextIO, message: str) -> None:
     print(f"veo4k: error: {inert(message)}", file=err)
 
 
+class _CommandLines(logging.Handler):
+    """The library's warnings as the command's own lines (``veo4k: warning: ...``), whatever
+    they quote shown inert, an exception as its type and message (no traceback: the summary
+    says which task it failed). Writes to ``err`` or, by default, to ``sys.stderr`` as it is
+    at that moment, so that a live display that redirects it keeps its place on screen."""
+
+    def __init__(self, err: TextIO | None) -> None:
+        super().__init__(logging.WARNING)
+        self._err = err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None:
+                text = f"{text}: {type(exc).__name__}: {exc}"
+            line = f"veo4k: {record.levelname.lower()}: {inert(text)}"
+            print(line, file=self._err or sys.stderr, flush=True)
+        except Exception:  # a closed pipe, a bad format: logging's own rule, never raise
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _warnings_to(err: TextIO | None) -> Iterator[None]:
+    logger = logging.getLogger("veo4k")
+    handler = _CommandLines(err)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def _testing(argv: Sequence[str]) -> int:
     from ..testing.__main__ import main as serve
 
@@ -83,9 +118,15 @@ def main(
     argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Run the command and return its exit code (the table is in ``veo4k --help``)."""
+    own_err = err
     out = out or sys.stdout
     err = err or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
+    with _warnings_to(own_err):
+        return _run(argv, out, err)
+
+
+def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
     try:
         if argv[:1] == ["testing"]:
             return _testing(argv[1:])
