@@ -12,6 +12,7 @@ import pathlib
 import sqlite3
 import sys
 import unicodedata
+from contextlib import closing
 from typing import TextIO
 from unittest import mock
 
@@ -124,8 +125,8 @@ async def test_a_corrupt_journal_cell_is_exit_4_in_one_line(
     that breaks the rule) is one line and exit 4 on the rerun, never a traceback."""
     async with FakeKie(ready_after=0.0) as kie:
         assert (await run(kie, "upscale", "veo_a", "--out", str(tmp_path), *FAST))[0] == 0
-        with sqlite3.connect(tmp_path / "veo4k-journal.sqlite") as db:
-            db.execute(f"UPDATE tasks SET {corruption}")
+        with closing(sqlite3.connect(tmp_path / "veo4k-journal.sqlite")) as db, db:
+            db.execute(f"UPDATE tasks SET {corruption}")  # committed, then closed
         code, out, err = await run(kie, "upscale", "veo_a", "--out", str(tmp_path), *FAST)
     assert code == 4
     assert out == ""
