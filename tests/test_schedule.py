@@ -168,16 +168,16 @@ async def test_cancelling_a_queued_wait_frees_its_place_at_once() -> None:
 
 
 def test_admission_rule() -> None:
-    """Refused only when every waiter had time for an upscale and queueing took it away; a
-    timeout shorter than an upscale from the start is always sent."""
+    """Refused only when no waiter's deadline leaves room for an upscale any more. Exempt
+    waiters (a default timeout, or a timeout shorter than an upscale when the call began: the
+    caller's choice) give no deadlines at all (``Waiters._bounds``): always sent."""
     estimate = 600.0
-    assert not Admission.refuses(1000.0, estimate, [])  # a default timeout: always of use
-    assert not Admission.refuses(1000.0, estimate, [(1601.0, 3600.0)])
-    assert Admission.refuses(1000.0, estimate, [(1600.0, 3600.0)])
-    assert not Admission.refuses(1000.0, estimate, [(1100.0, 300.0)])  # the caller's choice
-    assert not Admission.refuses(1000.0, estimate, [(1200.0, 3600.0), (2000.0, 3600.0)])
-    assert Admission.refuse_at(estimate, [(1200.0, 3600.0), (2000.0, 3600.0)]) == 1400.0
-    assert Admission.refuse_at(estimate, [(1200.0, 3600.0), (1100.0, 300.0)]) == math.inf
+    assert not Admission.refuses(1000.0, estimate, [])  # exempt: always of use
+    assert not Admission.refuses(1000.0, estimate, [1601.0])
+    assert Admission.refuses(1000.0, estimate, [1600.0])
+    assert not Admission.refuses(1000.0, estimate, [1200.0, 2000.0])
+    assert Admission.refuses(1000.0, estimate, [1200.0, 1500.0])
+    assert Admission.refuse_at(estimate, [1200.0, 2000.0]) == 1400.0
     assert Admission.refuse_at(estimate, []) == math.inf
 
 

@@ -223,3 +223,105 @@ async def test_a_batch_that_cannot_fit_warns_once() -> None:
     warnings = handler.records
     assert len(warnings) == 1
     assert "cannot fit them all" in warnings[0].getMessage()
+
+
+@virtual_time
+async def test_a_waiter_joining_a_sleeping_wait_gets_its_last_check() -> None:
+    """B joins A's wait while it sleeps to its first poll (300 s): the loop's next request
+    moves to B's last check, 1 s before B's deadline, which finds the 4K ready since t=5."""
+    fake = fake_with("t", ready_after=5.0)
+    loop = asyncio.get_running_loop()
+    async with simulated(fake) as client:
+        first = asyncio.create_task(client.wait_for_4k("t"))
+        await asyncio.sleep(10)
+        start = loop.time()
+        result = await client.wait_for_4k("t", timeout=60)
+        assert loop.time() - start == pytest.approx(59, abs=0.01)
+        assert (await first).video_url == result.video_url
+    assert fake.posts("t") == 2  # the submission, and B's last check
+
+
+@virtual_time
+async def test_a_waiter_joining_a_held_poll_releases_it_for_its_deadline() -> None:
+    """A's poll is due (20 s) but held back while submissions wait; B joins with 60 s: the
+    poll is released for B's deadline and goes at the next slot (63.2 s), not after the
+    300 s hold."""
+    fake = fake_with("a", *(f"s{i}" for i in range(10)))
+    loop = asyncio.get_running_loop()
+    policy = veo4k.PollPolicy(first_delay=20, first_delay_jitter=0, wait_initial=10, wait_max=10)
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
+        first = asyncio.create_task(client.wait_for_4k("a"))
+        await asyncio.sleep(0)
+        batch = asyncio.create_task(
+            client.wait_for_4k_many([f"s{i}" for i in range(10)], return_exceptions=True)
+        )
+        await asyncio.sleep(25)
+        result = await client.wait_for_4k("a", timeout=60)
+        assert loop.time() == pytest.approx(SLOT, abs=0.01)
+        assert result.requests == 2
+        await first
+        batch.cancel()
+        await asyncio.gather(batch, return_exceptions=True)
+
+
+@virtual_time
+async def test_a_submission_answered_429_is_not_submitted() -> None:
+    """Kie rejects with 429 and does not queue: the wait stays unsubmitted, so admission
+    still judges it. Given 1,000 s with a 600 s upscale and 429s until t=500, it ends
+    NotSubmittedError (cause: the 429) near t=400, and no job was ever paid for."""
+    fake = fake_with("t", ready_after=550.0)
+    fake.inject("envelope", code=429, msg="Too many requests", task_id="t", times=10**6,
+                until=500.0)  # fmt: skip
+    policy = veo4k.PollPolicy(upscale_time=600)
+    loop = asyncio.get_running_loop()
+    async with simulated(fake, poll_policy=policy) as client:
+        with pytest.raises(veo4k.NotSubmittedError) as info:
+            await client.wait_for_4k("t", timeout=1000)
+    assert 400 <= loop.time() < 500
+    assert fake.submissions("t") == 0
+    assert isinstance(info.value.__cause__, veo4k.RateLimitError)
+    assert info.value.attempts == fake.stats.requests["/api/v1/veo/get-4k-video"] > 10
+
+
+@virtual_time
+async def test_admission_judges_a_timeout_once_when_the_call_began() -> None:
+    """A 200 s timeout fits the 60 s estimate when the call begins; while it queues, the
+    client learns that upscales take 250 s: the wait is refused (0 requests), not sent as if
+    its timeout had been short from the start."""
+    fake = fake_with("a", "b", "c", ready_after=240.0)
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=QUICK) as client:
+        others = [asyncio.create_task(client.wait_for_4k(n, timeout=3600)) for n in "ab"]
+        await asyncio.sleep(0)
+        late = asyncio.create_task(client.wait_for_4k("c", timeout=200))
+        await asyncio.sleep(1)
+        admission = client._limiter.schedule.admission
+        for _ in range(20):  # what 20 finished 4Ks would have taught it
+            admission.observe(250.0)
+        with pytest.raises(veo4k.NotSubmittedError):
+            await late
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+    assert fake.posts("c") == 0
+
+
+@virtual_time
+async def test_a_waiter_that_left_no_longer_moves_the_submission_up() -> None:
+    """An interactive call on "y" (60 s) is abandoned at once: y's other waiter has a later
+    deadline than the three queued tasks, so y is submitted after them, not before."""
+    fake = fake_with("a", "b", "c", "d", "y")
+    loop = asyncio.get_running_loop()
+    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=QUICK) as client:
+        first = asyncio.create_task(client.wait_for_4k("a"))
+        await asyncio.sleep(0)
+        queued = [asyncio.create_task(client.wait_for_4k(n, timeout=3000)) for n in "bcd"]
+        await asyncio.sleep(0)
+        y = asyncio.create_task(client.wait_for_4k("y", timeout=3500))
+        quick = asyncio.create_task(client.wait_for_4k("y", timeout=60))
+        await asyncio.sleep(0.01)
+        quick.cancel()
+        await asyncio.gather(quick, return_exceptions=True)
+        await asyncio.gather(first, y, *queued)
+    started = {n: fake.tasks[n].jobs[0].started for n in "abcdy"}
+    assert started["y"] > max(started[n] for n in "bcd")
+    assert loop.time() > started["y"]

@@ -51,28 +51,23 @@ class Admission:
         return self._learned
 
     @staticmethod
-    def refuses(now: float, estimate: float, bounds: Iterable[tuple[float, float]]) -> bool:
-        """Whether a wait not yet submitted must not be: ``bounds`` holds the (deadline,
-        timeout) of each waiter with an explicit timeout, and there is no other waiter.
+    def refuses(now: float, estimate: float, deadlines: Iterable[float]) -> bool:
+        """Whether a wait not yet submitted must not be: ``deadlines`` holds the deadline of
+        each of its waiters, none of them exempt (a default timeout counts from the submission;
+        a timeout shorter than an upscale when the call began is the caller's choice: the 4K
+        may be done already; such waits leave ``deadlines`` empty and are always sent).
 
-        Refused when no waiter can still use the submission: for each, its timeout was long
-        enough for an upscale (``timeout >= estimate``) and what queueing left is not
-        (``deadline - now <= estimate``). A timeout shorter than an upscale from the start is
-        the caller's choice (the 4K may be done already): such a wait is always sent.
+        Refused when no waiter can still use the submission: for each, what is left of its
+        time cannot fit an upscale (``deadline - now <= estimate``).
         """
         found = False
-        for deadline, timeout in bounds:
-            if timeout < estimate or deadline - now > estimate:
+        for deadline in deadlines:
+            if deadline - now > estimate:
                 return False
             found = True
         return found
 
     @staticmethod
-    def refuse_at(estimate: float, bounds: Iterable[tuple[float, float]]) -> float:
+    def refuse_at(estimate: float, deadlines: Iterable[float]) -> float:
         """When :meth:`refuses` starts to hold for these waiters (``inf``: never)."""
-        latest = -math.inf
-        for deadline, timeout in bounds:
-            if timeout < estimate:
-                return math.inf
-            latest = max(latest, deadline - estimate)
-        return latest if latest > -math.inf else math.inf
+        return max(deadlines, default=math.inf) - estimate

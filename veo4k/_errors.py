@@ -306,11 +306,13 @@ class WaitTimeoutError(Veo4kError, TimeoutError):
 
 
 class NotSubmittedError(WaitTimeoutError):
-    """The wait ended before its task was submitted: nothing was sent, no credits were spent.
+    """The wait ended before its task was submitted: no job started, no credits were spent.
 
     Its deadline came while it queued for the account's budget, or what queueing left of an
     explicit timeout could no longer fit an upscale (``estimate`` seconds), or it queued
-    longer than the policy's ``queue_timeout``. ``attempts`` is 0.
+    longer than the policy's ``queue_timeout``. ``attempts`` is 0, unless Kie rejected the
+    submission with 429 (rejected, not queued): then it counts those requests, and the last
+    429 is the ``__cause__``.
     """
 
     submitted = False

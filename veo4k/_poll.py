@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from ._config import PollPolicy, RetryPolicy
 from ._errors import (
     FourKUnavailableError,
+    RateLimitError,
     SourceNotReadyError,
     SourceTaskFailedError,
     Veo4kError,
@@ -101,6 +102,7 @@ class SharedWait(Waiters):
         "_stop_error",
         "_stopping",
         "_submit",
+        "_submitting",
         "_timer",
         "_via_callback",
         "policy",
@@ -149,6 +151,7 @@ class SharedWait(Waiters):
         self._timer: asyncio.TimerHandle | None = None
         self._stop_error: BaseException | None = None
         self._stopping = False
+        self._submitting = False  # the request in flight is the wait's first (its submission)
         if early is not None:  # a callback that came before anyone waited: acted on first
             self.on_callback(early, trusted=trust_early)
 
@@ -166,16 +169,43 @@ class SharedWait(Waiters):
 
     def _joined(self, sub: Subscription) -> None:
         """A waiter joined: the first starts the loop; a nearer deadline moves a queued
-        submission up; one joining a queued wait hears that it queues."""
+        request up, or a sleeping loop's next request to the new waiter's last check; one
+        joining a queued submission hears that it queues."""
         if self._state == _NEW:
             self._begin()
-        elif self._state == _QUEUED and self.lane is Lane.SUBMIT:
-            if sub.deadline < self.latest:
-                self.latest = sub.deadline
-                self._limiter.offer(self)
+        elif self._state == _QUEUED:
+            self._rekey()
             queued = self.last_state.startswith(WaitState.QUEUED.value)
             if self._state == _QUEUED and queued and sub.listener is not None:
                 self.emit(WaitState.QUEUED, msg=self._queued_msg(), only=sub.listener)
+        elif self._state == _SLEEPING and self._timer is not None:
+            look_at = sub.deadline - last_look_lead(sub.timeout)
+            if self.submitted_at is not None and look_at < self._timer.when():
+                self._timer.cancel()  # the loop would sleep through this waiter's deadline
+                self._looked_for, self._next_urgent = sub.deadline, True
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_at(look_at, self._due, context=self._context)
+
+    def _left(self) -> None:
+        """A waiter left (or its deadline passed): a queued request no longer keeps the place
+        that waiter's deadline gave it."""
+        if self._state == _QUEUED:
+            self._rekey()
+
+    def _key(self) -> float:
+        """A queued request's urgency from its waiters: a submission goes by the earliest
+        deadline, a poll is released by the earliest last-check point."""
+        if self.submitted_at is None:
+            return min((s.deadline for s in self.subscribers), default=math.inf)
+        return min(
+            (s.deadline - last_look_lead(s.timeout) for s in self.subscribers),
+            default=math.inf,
+        )
+
+    def _rekey(self) -> None:
+        if self._key() != self.latest:
+            self.latest = self._key()
+            self._limiter.offer(self)  # its new place (and maybe its slot, at once)
 
     def stop(self, error: BaseException | None = None) -> None:
         """End the loop now; subscribers left get ``error`` (default: cancelled)."""
@@ -277,13 +307,9 @@ class SharedWait(Waiters):
         self.due = asyncio.get_running_loop().time()
         if self.submitted_at is None:
             self.lane, self.urgent = Lane.SUBMIT, False
-            self.latest = min((s.deadline for s in self.subscribers), default=math.inf)
         else:
             self.lane, self.urgent = Lane.FOLLOW_UP, urgent
-            self.latest = min(
-                (s.deadline - last_look_lead(s.timeout) for s in self.subscribers),
-                default=math.inf,
-            )
+        self.latest = self._key()
         self._state = _QUEUED
         self._limiter.offer(self)  # may grant at once
         if self._state == _QUEUED and self.lane is Lane.SUBMIT:
@@ -298,7 +324,8 @@ class SharedWait(Waiters):
             return False
         self.slot = at
         self._state = _IN_FLIGHT
-        if self.submitted_at is None:
+        self._submitting = self.submitted_at is None
+        if self._submitting:
             self._mark_submitted(at)
         self.step = asyncio.get_running_loop().create_task(
             self._step(), name=f"veo4k-wait-{self.task_id}-{self.index}", context=self._context
@@ -335,16 +362,25 @@ class SharedWait(Waiters):
     async def _step(self) -> None:
         try:
             await self._attempt()
+            self._submitting = False
         except Veo4kError as exc:
             if is_transient(exc):
                 self._retry_later(exc)
+                self._submitting = False
                 return
             self.emit(WaitState.FAILED, msg=str(exc), error=exc)
             self._finish(None, exc)
 
     def _retry_later(self, exc: Veo4kError) -> None:
-        """A transient failure: keep the wait going on the retry backoff, up to the deadline."""
+        """A transient failure: keep the wait going on the retry backoff, up to the deadline.
+
+        A submission Kie answered 429 was rejected, not queued (``kie-api.md``): nothing was
+        submitted, so the wait is a submission again (its place by deadline, admission, and a
+        default timeout not started). Any other failure may have reached Kie: it counts.
+        """
         self.last_error = exc
+        if self._submitting and isinstance(exc, RateLimitError):
+            self._unmark_submitted()
         if self._caps is None:
             self._caps = self._retry.backoff_caps()
         # Full jitter under the RetryPolicy's cap, never above the poll policy's own longest

@@ -40,7 +40,9 @@ def last_look_lead(timeout: float) -> float:
 class Subscription:
     """One waiter on a :class:`SharedWait`: its deadline and where the outcome goes."""
 
-    __slots__ = ("deadline", "explicit", "listener", "queue_timeout", "since", "target", "timeout")
+    __slots__ = (
+        "deadline", "explicit", "listener", "queue_timeout", "short", "since", "target", "timeout",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -63,30 +65,40 @@ class Subscription:
         self.deadline = since + (timeout if explicit else queue_timeout)
         """When this waiter gives up (for a default timeout: its queue bound, until the task
         is submitted)."""
+        self.short = False
+        """Its timeout was shorter than an upscale when it subscribed: the caller's choice (the
+        4K may be done already), so admission always sends its submission."""
 
     def submitted(self, at: float) -> None:
         """The task was submitted at ``at``: a default timeout starts counting now."""
         if not self.explicit:
             self.deadline = max(self.since, at) + self.timeout
 
+    def unsubmitted(self) -> None:
+        """The submission was rejected after all: a default timeout has not started."""
+        if not self.explicit:
+            self.deadline = self.since + self.queue_timeout
+
     def expired(
         self, wait: Waiters, *, submitted: bool, reason: str | None = None
     ) -> WaitTimeoutError:
         """The error for this waiter's end: not submitted (no credits spent; ``reason`` says
-        why, default: its deadline or queue bound), or not ready in time (with the transient
-        failure the wait was riding out as ``__cause__``)."""
+        why, default: its deadline or queue bound), or not ready in time; either way with the
+        transient failure the wait was riding out (e.g. Kie's 429s) as ``__cause__``."""
+        error: WaitTimeoutError
         if not submitted:
             if reason is None and self.explicit:
                 reason = f"its deadline (timeout={self.timeout:g} s) came while it queued"
             elif reason is None:
                 reason = f"it queued longer than queue_timeout={self.queue_timeout:g} s"
-            return NotSubmittedError(
-                wait.task_id, wait.index, self.timeout, 0, wait.last_state,
+            error = NotSubmittedError(
+                wait.task_id, wait.index, self.timeout, wait.counter.requests, wait.last_state,
                 reason=reason if "budget" in reason else reason + " for the account's budget",
             )  # fmt: skip
-        error = WaitTimeoutError(
-            wait.task_id, wait.index, self.timeout, wait.counter.requests, wait.last_state
-        )
+        else:
+            error = WaitTimeoutError(
+                wait.task_id, wait.index, self.timeout, wait.counter.requests, wait.last_state
+            )
         error.__cause__ = wait.last_error
         return error
 
@@ -184,6 +196,9 @@ class Waiters(Ask):
     def _joined(self, sub: Subscription) -> None:
         raise NotImplementedError
 
+    def _left(self) -> None:
+        raise NotImplementedError
+
     # -- waiters -----------------------------------------------------------------------------
 
     def emit(
@@ -219,6 +234,7 @@ class Waiters(Ask):
 
     def subscribe(self, sub: Subscription) -> None:
         """Add a waiter; the first one starts the loop (its deadline orders the submission)."""
+        sub.short = sub.explicit and sub.timeout < self._estimate()  # judged once, as it came
         self.subscribers.append(sub)
         if self.submitted_at is not None:
             sub.submitted(self.submitted_at)
@@ -233,12 +249,22 @@ class Waiters(Ask):
             return
         if not self.subscribers:
             self.stop()
+        elif not self.done:
+            self._left()
+            self._set_alarm()
 
     def _mark_submitted(self, at: float) -> None:
         """The first request got its slot at ``at``: default timeouts start counting."""
         self.submitted_at = at
         for sub in self.subscribers:
             sub.submitted(at)
+        self._set_alarm()
+
+    def _unmark_submitted(self) -> None:
+        """Kie rejected the submission (429): nothing is submitted yet."""
+        self.submitted_at = None
+        for sub in self.subscribers:
+            sub.unsubmitted()
         self._set_alarm()
 
     def _set_alarm(self) -> None:
@@ -263,22 +289,24 @@ class Waiters(Ask):
         self.subscribers = [s for s in self.subscribers if s.deadline > now]
         for sub in expired:
             sub.resolve(self, None, sub.expired(self, submitted=self.submitted_at is not None))
-        if self.subscribers:
-            self._set_alarm()
-        else:
+        if not self.subscribers:
             self.stop()
+            return
+        if expired:
+            self._left()
+        self._set_alarm()
 
     # -- admission ---------------------------------------------------------------------------
 
     def _estimate(self) -> float:
         return self._limiter.schedule.admission.estimate(self.basis)
 
-    def _bounds(self) -> list[tuple[float, float]]:
-        """(deadline, timeout) of each explicit waiter; empty if any has a default timeout
-        (it counts from the submission: the submission is always of use to that waiter)."""
-        if any(not s.explicit for s in self.subscribers):
+    def _bounds(self) -> list[float]:
+        """The deadline of each waiter; empty (always of use) if any has a default timeout (it
+        counts from the submission) or one shorter than an upscale from the start."""
+        if any(not s.explicit or s.short for s in self.subscribers):
             return []
-        return [(s.deadline, s.timeout) for s in self.subscribers]
+        return [s.deadline for s in self.subscribers]
 
     def _refuses(self, now: float) -> bool:
         return Admission.refuses(now, self._estimate(), self._bounds())
