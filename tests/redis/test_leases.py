@@ -113,6 +113,40 @@ async def test_a_holder_that_may_have_lost_its_lease_checks_and_never_frees_anot
         await raw.aclose()
 
 
+async def test_a_publish_cancelled_in_flight_still_keeps_the_result_and_frees_the_lease(
+    coordinators: Callable[..., RedisCoordinator], redis_server: RedisServer
+) -> None:
+    """A's poll saw the result and its wait is cancelled while the publish is on its way to
+    Redis (a slow round trip): the result is still kept and the lease freed, so B ends at once
+    from the kept result instead of waiting out the lease and asking Kie again."""
+    a, b = coordinators(timeout=10.0), coordinators(timeout=10.0)
+    for coord in (a, b):
+        coord.bind_key(ApiKey("the-account-key"))
+    assert (await a.claim("late", 0, "owner-a")).granted
+    entered, go = asyncio.Event(), asyncio.Event()
+    script = a._pub_result
+
+    async def slow_publish(**kwargs: object) -> object:
+        entered.set()
+        await go.wait()  # the round trip is slow: the wait is cancelled meanwhile
+        return await script(**kwargs)
+
+    a._pub_result = slow_publish  # type: ignore[assignment]
+    seen = veo4k.FourKStatus(task_id="late", index=0, ready=True, result_urls=("u",))
+    publish = asyncio.ensure_future(a.publish_result(seen, "owner-a"))
+    await entered.wait()
+    publish.cancel()
+    await asyncio.gather(publish, return_exceptions=True)
+    assert publish.cancelled()
+    a.release("late", 0, "owner-a")  # the wait ends, as a cancelled wait's would
+    go.set()
+    await eventually(lambda: not a._leases._tasks)
+    assert await leases_left(redis_server, a) == []
+    claim = await b.claim("late", 0, "owner-b")
+    assert claim.result is not None
+    assert claim.result.result_urls == ("u",)
+
+
 async def test_a_user_pool_of_20_serves_500_waits_without_an_outage(
     kie: FakeKie, clients: Factory, redis_server: RedisServer, namespace: str
 ) -> None:

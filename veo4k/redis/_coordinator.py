@@ -287,7 +287,10 @@ class RedisCoordinator(Coordinator):
 
     async def publish_result(self, status: FourKStatus, owner: str) -> None:
         """Tell this process's clients at once, keep the result ``result_ttl`` seconds, free the
-        lease (if this owner's claim still holds it), tell the other processes."""
+        lease (if this owner's claim still holds it), tell the other processes.
+
+        The round trip is the coordinator's: a wait cancelled meanwhile still keeps the result
+        and frees the lease (its token is no longer here for ``release`` to free it)."""
         self.deliver_result(status)
         token = self._leases.drop((status.task_id, status.index, owner))
         value = encode_status(status)
@@ -301,6 +304,9 @@ class RedisCoordinator(Coordinator):
             token,
         ]
         publish = functools.partial(self._pub_result, keys=keys, args=args)
+        await asyncio.shield(self._leases.spawn(self._publish(publish)))
+
+    async def _publish(self, publish: Callable[[], Awaitable[Any]]) -> None:
         try:
             await self.health.run(publish)
         except RedisDown:

@@ -125,11 +125,12 @@ class Leases:
         call = functools.partial(self._release, keys=[self.key(task_id, index)], args=[token])
         self.spawn(self._health.quietly(call))
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in the background; :meth:`aclose` waits for it."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _renew_forever(self) -> None:
         """Every third of a lease, extend those still held; never ends before :meth:`aclose`."""
