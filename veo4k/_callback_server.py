@@ -66,7 +66,9 @@ class CallbackServer:
     :meth:`close` returns within about ``close_timeout`` (5) even if a handler hangs (it is
     cancelled). So a header flood holds at most ``max_connections x max_header_bytes`` (16 MiB)
     of raw headers. The token is checked before the body is read; a refused request (wrong
-    token, too big, too slow, encoded) is answered and its connection closed.
+    token, too big, too slow, encoded) is answered and its connection closed. A request sent
+    ahead of the previous one's answer (pipelining) drops the connection, and so does an
+    answer left unread longer than ``keepalive_timeout + header_timeout``.
     """
 
     def __init__(
@@ -117,6 +119,8 @@ class CallbackServer:
             max_header_bytes=check.positive_int(
                 max_header_bytes, "max_header_bytes", maximum=1024 * 1024
             ),
+            keepalive_timeout=self.keepalive_timeout,
+            max_body=self.receiver.max_body,
         )
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -144,6 +148,11 @@ class CallbackServer:
     def oversized_connections(self) -> int:
         """Connections closed because their headers passed ``max_header_bytes``."""
         return self._gate.oversized
+
+    @property
+    def pipelined_connections(self) -> int:
+        """Connections closed because they sent a request ahead of an answer."""
+        return self._gate.pipelined
 
     @property
     def url(self) -> str:

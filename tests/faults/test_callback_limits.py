@@ -88,3 +88,59 @@ async def test_one_peer_cannot_take_every_connection() -> None:
         assert server.connections == 3
         for _, w in [*conns, (reader, writer)]:
             w.close()
+
+
+async def _dropped(reader: asyncio.StreamReader) -> bool:
+    """Read until the server hangs up (EOF or reset); True when it did."""
+    try:
+        while await reader.read(65536):
+            pass
+    except ConnectionError:
+        pass
+    return True
+
+
+async def test_requests_sent_ahead_of_an_answer_drop_the_connection() -> None:
+    """Pipelining: 2,000 tiny requests in one write, answers never read (aiohttp would queue
+    32 parsed requests per connection outside every header count, ~31 MiB each with big
+    heads). The connection is dropped at the second head; a real callback still gets 200."""
+    async with veo4k.CallbackServer(veo4k.CallbackReceiver(token="t")) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n" * 2000)
+        async with asyncio.timeout(5):
+            assert await _dropped(reader)
+        writer.close()
+        assert server.pipelined_connections == 1
+        assert server.connections == 0
+        async with aiohttp.ClientSession() as session:  # keep-alive, one request at a time
+            for _ in range(3):
+                async with session.post(server.url, data=json.dumps(CALLBACK)) as resp:
+                    assert resp.status == 200
+        assert server.pipelined_connections == 1
+
+
+async def test_pipelining_readers_cannot_hold_every_slot() -> None:
+    """Eight connections (the cap) from two addresses each pipeline 1.8 MB of requests and
+    never read an answer: each is dropped within the header timeout, none is left open, and
+    a real callback is answered 200 afterwards (before: all 8 held their slot for good)."""
+    server = veo4k.CallbackServer(
+        veo4k.CallbackReceiver(token="t"), header_timeout=0.5, keepalive_timeout=1.0,
+        body_timeout=1.0, max_connections=8, max_connections_per_peer=4,
+    )  # fmt: skip
+    async with server:
+        hogs = []
+        for source in ["127.0.0.2"] * 4 + ["127.0.0.3"] * 4:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, local_addr=(source, 0)
+            )
+            writer.write(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n" * 60_000)
+            hogs.append((reader, writer))
+        async with asyncio.timeout(5):
+            for reader, _ in hogs:
+                assert await _dropped(reader)
+        assert server.connections == 0
+        async with aiohttp.ClientSession() as session:
+            async with session.post(server.url, data=json.dumps(CALLBACK)) as resp:
+                assert resp.status == 200
+        for _, writer in hogs:
+            writer.close()
