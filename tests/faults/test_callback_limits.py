@@ -139,8 +139,10 @@ async def test_pipelining_readers_cannot_hold_every_slot() -> None:
             for reader, _ in hogs:
                 assert await _dropped(reader)
         assert server.connections == 0
-        async with aiohttp.ClientSession() as session:
-            async with session.post(server.url, data=json.dumps(CALLBACK)) as resp:
-                assert resp.status == 200
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(server.url, data=json.dumps(CALLBACK)) as resp,
+        ):
+            assert resp.status == 200
         for _, writer in hogs:
             writer.close()
