@@ -367,6 +367,23 @@ async def test_callback_before_the_wait_resolves_at_once(
         assert kie.posts("veo_task_1") == 0
 
 
+async def test_a_kept_callback_that_ended_another_index_is_not_trusted_again(
+    make_client: ClientFactory, server: veo4k.CallbackServer
+) -> None:
+    """Trusted callbacks, one process, index 1 then index 0 of a task (never at once): the
+    kept callback that ended index 1's wait (Kie names no index) does not end index 0's with
+    index 1's video; index 0 is ordered once and returns its own."""
+    async with FakeKie(ready_after=0.1, hmac_key=KEY) as kie:
+        client = make_client(base_url=kie.base_url, api_key=kie.api_key, callbacks=server,
+                             callback_poll_policy=SLOW, trust_callback_urls=True)  # fmt: skip
+        kie.add_task("veo_task_1", indices=2)
+        first = await client.wait_for_4k("veo_task_1", index=1)
+        assert first.video_url == kie.result_url("veo_task_1", 1)
+        second = await client.wait_for_4k("veo_task_1", index=0)
+        assert second.video_url == kie.result_url("veo_task_1", 0)
+        assert (kie.submissions("veo_task_1", 0), kie.submissions("veo_task_1", 1)) == (1, 1)
+
+
 async def test_callback_mid_request_is_not_lost(
     make_client: ClientFactory, server: veo4k.CallbackServer
 ) -> None:

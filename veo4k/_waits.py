@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import weakref
 from collections.abc import Callable, Iterable
 
 from ._config import PollPolicy, RetryPolicy
@@ -59,6 +60,9 @@ class WaitRegistry:
         self._limiter = limiter
         self._on_forget = on_forget  # the coordinator frees the task's lease
         self._recent = recent  # the receiver's callbacks that came before anyone waited
+        self._used: weakref.WeakValueDictionary[str, CallbackEvent] = (
+            weakref.WeakValueDictionary()
+        )  # the last callback per task that reached a wait here
 
     def __len__(self) -> int:
         return len(self._waits)
@@ -93,7 +97,10 @@ class WaitRegistry:
             else self._submit
         )
         early = self._recent(task_id) if self._recent is not None else None
-        trust_early = self._trusted(task_id, joining=True)
+        # A kept callback that already reached a wait here may be another index's (Kie names
+        # none): a hint to confirm, never URLs to trust for this one.
+        used = early is not None and self._used.get(task_id) is early
+        trust_early = self._trusted(task_id, joining=True) and not used
         shared = SharedWait(
             task_id, index, policy, self._rng, now=loop.time(), phase=self._phase,
             submit=submit, get_record=self._get_record, on_end=self._forget,
@@ -124,6 +131,8 @@ class WaitRegistry:
     def on_callback(self, event: CallbackEvent) -> None:
         """Route a verified callback to the loops of its task (of its index, when known)."""
         alone = self._trusted(event.task_id)
+        if event.task_id in self._by_task:
+            self._used[event.task_id] = event  # held as long as the receiver keeps it
         for shared in list(self._by_task.get(event.task_id, ())):
             if event.index is None:  # Kie names no index: trusted only with one index waiting
                 shared.on_callback(event, trusted=alone)
