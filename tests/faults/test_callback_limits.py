@@ -146,3 +146,19 @@ async def test_pipelining_readers_cannot_hold_every_slot() -> None:
             assert resp.status == 200
         for _, writer in hogs:
             writer.close()
+
+
+async def test_a_content_length_of_5000_digits_is_a_400_not_a_crash() -> None:
+    """Python's int() refuses 4,300+ digits: the connection guard reading the head must not
+    raise on it (aiohttp answers 400), and the server goes on."""
+    async with veo4k.CallbackServer(veo4k.CallbackReceiver(token="t")) as server:
+        head = (b"POST /veo4k/callback?token=t HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                + b"9" * 5000 + b"\r\n\r\n")  # fmt: skip
+        status, closed = await _answer_and_close(server.port, head)
+        assert b" 400 " in status
+        assert closed
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(server.url, data=json.dumps(CALLBACK)) as resp,
+        ):
+            assert resp.status == 200
