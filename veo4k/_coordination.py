@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from ._secret import ApiKey
     from ._transport import Counter, RetryHook
 
-__all__ = ["Claim", "ClaimedSubmit", "Coordinator", "Limiter", "LocalCoordinator", "OutcomeSink"]
+__all__ = [
+    "CallbackStatus",
+    "Claim",
+    "ClaimedSubmit",
+    "Coordinator",
+    "Limiter",
+    "LocalCoordinator",
+    "OutcomeSink",
+]
 
 
 class OutcomeSink(Protocol):
@@ -37,6 +45,11 @@ class OutcomeSink(Protocol):
 
     def on_result(self, status: FourKStatus) -> None:
         """A ready 4K that a poll (in any process) has seen: trusted, it ends the wait."""
+
+
+@attrs.frozen(kw_only=True)
+class CallbackStatus(FourKStatus):
+    """A ready status that a kept callback gave, no request sent: the wait ends via callback."""
 
 
 @attrs.frozen
@@ -174,9 +187,9 @@ class ClaimedSubmit:
             return claim.result
         early = claim.early
         if early is not None and early.ok and self._trust and early.index == index:
-            return FourKStatus(
+            return CallbackStatus(
                 task_id=task_id, index=index, ready=True, result_urls=early.result_urls,
-                image_urls=early.image_urls, msg=early.msg,
+                image_urls=early.image_urls, msg=early.msg, code=early.code,
             )  # fmt: skip
         if not claim.granted:
             return FourKStatus(

@@ -39,6 +39,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 
 from ._config import PollPolicy, RetryPolicy
+from ._coordination import CallbackStatus
 from ._errors import (
     FourKUnavailableError,
     RateLimitError,
@@ -426,7 +427,8 @@ class SharedWait(Waiters):
         else:
             self.fourk_task_id = status.fourk_task_id or self.fourk_task_id
             if status.ready:
-                self._complete(status, via_callback=self._via_callback)
+                via_callback = self._via_callback or isinstance(status, CallbackStatus)
+                self._complete(status, via_callback=via_callback)
                 return
             msg = status.msg
             self._first = False

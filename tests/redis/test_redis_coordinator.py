@@ -242,6 +242,7 @@ async def test_callback_before_anyone_waits_is_kept_for_a_later_wait_elsewhere(
     result = await clients(later, trust_callback_urls=True).wait_for_4k("t8", timeout=5)
     assert result.requests == 0  # ended by the kept callback: not one request to Kie
     assert result.video_url == kie.result_url("t8")
+    assert result.via_callback  # as when the callback came to this process
     # too large to keep: published, but not stored
     small = coordinators(max_event_bytes=10)
     big = veo4k.CallbackReceiver(token="tok", coordinator=small)
