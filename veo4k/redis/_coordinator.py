@@ -141,6 +141,7 @@ class RedisCoordinator(Coordinator):
         self._leases = Leases(
             health=self.health, scope=self._scope, renew=s(_scripts.RENEW),
             release=s(_scripts.RELEASE), lease_ms=int(lease_ttl * 1000),
+            indexes_ms=self._result_ms,
         )  # fmt: skip
         self._listener: Listener | None = None
         # The waits this process serves, for the catch-up after a resubscribe.
@@ -364,14 +365,18 @@ class RedisCoordinator(Coordinator):
         claim frees whatever lease it took.
         """
         key = (task_id, index, owner)
-        self._waits.setdefault((task_id, index), set()).add(owner)
+        owners = self._waits.setdefault((task_id, index), set())
+        again = owner in owners  # this wait recorded its index before: missing, it was lost
+        owners.add(owner)
         if self._leases.fresh(key):
             return Claim(granted=True)  # ours, and recently confirmed: nobody else polls
         token = self._leases.token(key)
         lease = self._leases.key(task_id, index)
         result, callbacks, indexes = self._kept_keys(task_id, index)
         keys = [result, lease, callbacks, indexes]
-        args: list[str | int] = [token, self._leases.lease_ms, index, self._result_ms]
+        args: list[str | int] = [
+            token, self._leases.lease_ms, index, self._result_ms, "1" if again else "",
+        ]  # fmt: skip
         sent = asyncio.get_running_loop().time()
         call = functools.partial(self._claim, keys=keys, args=args)
         try:

@@ -48,11 +48,13 @@ class Leases:
         renew: Callable[..., Awaitable[Any]],
         release: Callable[..., Awaitable[Any]],
         lease_ms: int,
+        indexes_ms: int,
     ) -> None:
         self._health = health
         self._scope = scope
         self._renew, self._release = renew, release
         self.lease_ms = lease_ms
+        self._indexes_ms = indexes_ms  # TTL of a task's record of the indexes waited for
         self._held: dict[LeaseKey, _Held] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -133,7 +135,8 @@ class Leases:
         return task
 
     async def _renew_forever(self) -> None:
-        """Every third of a lease, extend those still held; never ends before :meth:`aclose`."""
+        """Every third of a lease, extend those still held and record their indexes again (a
+        record lost in a flush is rebuilt); never ends before :meth:`aclose`."""
         while True:
             await asyncio.sleep(self.lease_ms / 3000.0)
             try:
@@ -148,7 +151,9 @@ class Leases:
         if not held:
             return
         keys = [self.key(t, i) for (t, i, _), _ in held]
-        args: list[Any] = [self.lease_ms, *(h.token for _, h in held)]
+        keys += [self._scope.key("idx", t) for (t, _, _), _ in held]  # recorded again
+        args: list[Any] = [self.lease_ms, self._indexes_ms, *(h.token for _, h in held)]
+        args += [i for (_, i, _), _ in held]
         sent = asyncio.get_running_loop().time()
         try:
             lost = await self._health.run(functools.partial(self._renew, keys=keys, args=args))

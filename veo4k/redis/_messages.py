@@ -1,10 +1,12 @@
 """Outcomes as stored and published: plain JSON, and which video index a callback is for.
 
 Kie's callbacks name no video index. A coordinator learns it from its namespace: every claim
-records the index it waits for (per task, ``result_ttl``), and a callback of a task waited for
-at one index only is that index's. A callback it cannot match is kept and published under a
-digest of its URLs, and only prompts the waits of its task to confirm by a poll: a trusted
-callback never ends a wait for another index, in any process.
+records the index it waits for (per task, ``result_ttl``), every lease renewal records it again
+(a record lost in a flush is rebuilt), and a callback of a task waited for at one index only is
+that index's; a record that lost an index is marked unsure for one lease TTL (see ``_scripts``).
+A callback it cannot match is kept and published under a digest of its URLs, and only prompts
+the waits of its task to confirm by a poll: a trusted callback does not end a wait for another
+index, in any process (unless that index's worker was cut off from Redis when it claimed).
 """
 
 from __future__ import annotations

@@ -134,22 +134,52 @@ return {cut, tostring(factor)}
 """
 )
 
-CLAIM = """
+# The indexes of a task waited for (a set per task): every claim adds its own, every renewal
+# adds it again. An index added again by a wait that had recorded it before (the set lost it: a
+# flush, a restart, an outage at its claim) also adds an "unsure" mark, "!<until ms>", for one
+# lease TTL: the other waits re-add theirs within a renewal period, and meanwhile the set may
+# lack an index someone waits for, so no callback of unknown index is matched by it. Readers
+# see the live marks (a set with one is never "one index only") and ignore the expired ones.
+_INDEXES = (
+    _NOW
+    + """
+local function record(key, index, again, ttl, unsure)
+  if redis.call('SADD', key, index) == 1 and again then
+    redis.call('SADD', key, '!' .. string.format('%.0f', now + unsure))
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+local function waited(key)
+  local out = {}
+  for _, member in ipairs(redis.call('SMEMBERS', key)) do
+    if string.sub(member, 1, 1) ~= '!' or tonumber(string.sub(member, 2)) > now then
+      table.insert(out, member)
+    end
+  end
+  return out
+end
+"""
+)
+
+CLAIM = (
+    _INDEXES
+    + """
 -- May this claim poll the task? KEYS: result, lease, kept callbacks, indexes waited for.
--- ARGV: lease token, lease TTL (ms), video index, TTL of the index record (ms).
+-- ARGV: lease token, lease TTL (ms), video index, TTL of the index record (ms), '1' if this
+-- wait has claimed before ('' if not).
 -- Returns {'result', value}, or {'granted' | 'held', indexes waited for, kept callbacks}.
 local res = redis.call('GET', KEYS[1])
 if res then return {'result', res} end
-redis.call('SADD', KEYS[4], ARGV[3])
-redis.call('PEXPIRE', KEYS[4], ARGV[4])
+record(KEYS[4], ARGV[3], ARGV[5] == '1', ARGV[4], tonumber(ARGV[2]))
 local kind = 'held'
 local holder = redis.call('GET', KEYS[2])
 if (not holder) or holder == ARGV[1] then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
   kind = 'granted'
 end
-return {kind, redis.call('SMEMBERS', KEYS[4]), redis.call('HGETALL', KEYS[3])}
+return {kind, waited(KEYS[4]), redis.call('HGETALL', KEYS[3])}
 """
+)
 
 RELEASE = """
 -- KEYS: lease. ARGV: lease token.
@@ -157,19 +187,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-RENEW = """
--- Extend the leases still held. KEYS: leases. ARGV: lease TTL (ms), then one token per key.
+RENEW = (
+    _INDEXES
+    + """
+-- Extend the leases still held, and record their indexes as waited for again (a set lost in
+-- a flush or a restart is rebuilt within a renewal period).
+-- KEYS: n leases, then per lease its task's indexes waited for. ARGV: lease TTL (ms), TTL of
+-- the index record (ms), then one token per lease, then one video index per lease.
 -- Returns the 1-based positions of the leases lost (expired or taken over).
+local n = #KEYS / 2
 local lost = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i + 1] then
-    redis.call('PEXPIRE', key, ARGV[1])
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 2] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
   else
     table.insert(lost, i)
   end
+  record(KEYS[n + i], ARGV[n + i + 2], true, ARGV[2], tonumber(ARGV[1]))
 end
 return lost
 """
+)
 
 PUBLISH_RESULT = """
 -- KEYS: result, lease. ARGV: message, result TTL (ms), channel, result value, lease token.
@@ -178,16 +216,18 @@ if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
 return redis.call('PUBLISH', ARGV[3], ARGV[1])
 """
 
-PUBLISH_CALLBACK = """
+PUBLISH_CALLBACK = (
+    _INDEXES
+    + """
 -- KEYS: kept callbacks (a hash per task), indexes waited for.
 -- ARGV: video index ('' = unknown), field after the index, value ('' = too large to keep),
 -- TTL (ms), channel, the message up to its index, most callbacks kept per task.
--- A callback of unknown index, for a task waited for at one index only, is that index's.
--- Returns the index decided ('' = unknown).
+-- A callback of unknown index, for a task waited for at one index only (and no unsure mark),
+-- is that index's. Returns the index decided ('' = unknown).
 local index = ARGV[1]
 if index == '' then
-  local waited = redis.call('SMEMBERS', KEYS[2])
-  if #waited == 1 then index = waited[1] end
+  local indexes = waited(KEYS[2])
+  if #indexes == 1 and string.sub(indexes[1], 1, 1) ~= '!' then index = indexes[1] end
 end
 if ARGV[3] ~= '' then
   local field = (index ~= '' and ('i' .. index) or 'u') .. ARGV[2]
@@ -200,16 +240,20 @@ end
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. (index ~= '' and index or 'null') .. '}')
 return index
 """
+)
 
-READ_KEPT = """
+READ_KEPT = (
+    _INDEXES
+    + """
 -- What is kept for some waits (a catch-up after a resubscribe).
 -- KEYS: per wait, its result, its task's kept callbacks and indexes waited for.
 -- Returns per wait: result ('' if none), indexes waited for, kept callbacks.
 local out = {}
 for i = 1, #KEYS, 3 do
   table.insert(out, redis.call('GET', KEYS[i]) or '')
-  table.insert(out, redis.call('SMEMBERS', KEYS[i + 2]))
+  table.insert(out, waited(KEYS[i + 2]))
   table.insert(out, redis.call('HGETALL', KEYS[i + 1]))
 end
 return out
 """
+)
