@@ -204,8 +204,9 @@ class SharedWait(Waiters):
         )
 
     def _rekey(self) -> None:
-        if self._key() != self.latest:
-            self.latest = self._key()
+        key = self._key()
+        if key != self.latest:
+            self.latest = key
             self._limiter.offer(self)  # its new place (and maybe its slot, at once)
 
     def stop(self, error: BaseException | None = None) -> None:
@@ -363,14 +364,14 @@ class SharedWait(Waiters):
     async def _step(self) -> None:
         try:
             await self._attempt()
-            self._submitting = False
         except Veo4kError as exc:
             if is_transient(exc):
                 self._retry_later(exc)
-                self._submitting = False
                 return
             self.emit(WaitState.FAILED, msg=str(exc), error=exc)
             self._finish(None, exc)
+        finally:
+            self._submitting = False
 
     def _retry_later(self, exc: Veo4kError) -> None:
         """A transient failure: keep the wait going on the retry backoff, up to the deadline.
