@@ -19,22 +19,14 @@ import attrs
 
 from ._config import RateLimit
 from ._limiter import Limiter, Pacer
-from ._models import CallbackEvent, FourKStatus
+from ._models import CallbackEvent, CallbackStatus, FourKStatus
 
 if TYPE_CHECKING:
     from ._schedule import Ask
     from ._secret import ApiKey
     from ._transport import Counter, RetryHook
 
-__all__ = [
-    "CallbackStatus",
-    "Claim",
-    "ClaimedSubmit",
-    "Coordinator",
-    "Limiter",
-    "LocalCoordinator",
-    "OutcomeSink",
-]
+__all__ = ["Claim", "ClaimedSubmit", "Coordinator", "Limiter", "LocalCoordinator", "OutcomeSink"]
 
 
 class OutcomeSink(Protocol):
@@ -45,11 +37,6 @@ class OutcomeSink(Protocol):
 
     def on_result(self, status: FourKStatus) -> None:
         """A ready 4K that a poll (in any process) has seen: trusted, it ends the wait."""
-
-
-@attrs.frozen(kw_only=True)
-class CallbackStatus(FourKStatus):
-    """A ready status that a kept callback gave, no request sent: the wait ends via callback."""
 
 
 @attrs.frozen

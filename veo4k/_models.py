@@ -11,6 +11,7 @@ from ._errors import Veo4kError
 
 __all__ = [
     "CallbackEvent",
+    "CallbackStatus",
     "FourKResult",
     "FourKStatus",
     "Outcome",
@@ -33,6 +34,11 @@ class FourKStatus:
     code: int = 200
     fourk_task_id: str | None = None
     """The id Kie gave the 4K job, when it differs from ``task_id`` (undocumented; informative)."""
+
+
+@attrs.frozen(kw_only=True)
+class CallbackStatus(FourKStatus):
+    """A ready status that a kept callback gave, no request sent: the wait ends via callback."""
 
 
 @attrs.frozen(kw_only=True)

@@ -39,7 +39,6 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 
 from ._config import PollPolicy, RetryPolicy
-from ._coordination import CallbackStatus
 from ._errors import (
     FourKUnavailableError,
     RateLimitError,
@@ -49,7 +48,14 @@ from ._errors import (
 )
 from ._limiter import Limiter
 from ._listeners import Listener, ListenerHub
-from ._models import CallbackEvent, FourKResult, FourKStatus, TaskRecord, WaitState
+from ._models import (
+    CallbackEvent,
+    CallbackStatus,
+    FourKResult,
+    FourKStatus,
+    TaskRecord,
+    WaitState,
+)
 from ._schedule import Lane
 from ._subscriptions import Subscription, Waiters, last_look_lead
 from ._transport import retry_delay
