@@ -48,14 +48,7 @@ from ._errors import (
 )
 from ._limiter import Limiter
 from ._listeners import Listener, ListenerHub
-from ._models import (
-    CallbackEvent,
-    CallbackStatus,
-    FourKResult,
-    FourKStatus,
-    TaskRecord,
-    WaitState,
-)
+from ._models import CallbackEvent, CallbackStatus, FourKResult, FourKStatus, TaskRecord, WaitState
 from ._schedule import Lane
 from ._subscriptions import Subscription, Waiters, last_look_lead
 from ._transport import retry_delay
