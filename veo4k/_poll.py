@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -185,28 +184,6 @@ class SharedWait(Waiters):
                 self._looked_for, self._next_urgent = sub.deadline, True
                 loop = asyncio.get_running_loop()
                 self._timer = loop.call_at(look_at, self._due, context=self._context)
-
-    def _left(self) -> None:
-        """A waiter left (or its deadline passed): a queued request no longer keeps the place
-        that waiter's deadline gave it."""
-        if self._state == _QUEUED:
-            self._rekey()
-
-    def _key(self) -> float:
-        """A queued request's urgency from its waiters: a submission goes by the earliest
-        deadline, a poll is released by the earliest last-check point."""
-        if self.submitted_at is None:
-            return min((s.deadline for s in self.subscribers), default=math.inf)
-        return min(
-            (s.deadline - last_look_lead(s.timeout) for s in self.subscribers),
-            default=math.inf,
-        )
-
-    def _rekey(self) -> None:
-        key = self._key()
-        if key != self.latest:
-            self.latest = key
-            self._limiter.offer(self)  # its new place (and maybe its slot, at once)
 
     def stop(self, error: BaseException | None = None) -> None:
         """End the loop now; subscribers left get ``error`` (default: cancelled)."""

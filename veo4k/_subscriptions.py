@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -197,7 +198,26 @@ class Waiters(Ask):
         raise NotImplementedError
 
     def _left(self) -> None:
-        raise NotImplementedError
+        """A waiter left (or its deadline passed): a queued request no longer keeps the place
+        that waiter's deadline gave it."""
+        if self.queued:
+            self._rekey()
+
+    def _key(self) -> float:
+        """A queued request's urgency from its waiters: a submission goes by the earliest
+        deadline, a poll is released by the earliest last-check point."""
+        if self.submitted_at is None:
+            return min((s.deadline for s in self.subscribers), default=math.inf)
+        return min(
+            (s.deadline - last_look_lead(s.timeout) for s in self.subscribers),
+            default=math.inf,
+        )
+
+    def _rekey(self) -> None:
+        key = self._key()
+        if key != self.latest:
+            self.latest = key
+            self._limiter.offer(self)  # its new place (and maybe its slot, at once)
 
     # -- waiters -----------------------------------------------------------------------------
 
