@@ -90,6 +90,31 @@ def test_utf16_task_list_is_read(folder: pathlib.Path) -> None:
     assert read_task_file("u16.txt") == [("veo_a", 0), ("veo_b", 1)]
 
 
+@pytest.mark.parametrize("separator", ["\x0b", "\x0c", "\x1d", "\x85", "\u2028"])
+def test_a_line_is_one_task_whatever_unicode_calls_a_line_break(
+    folder: pathlib.Path, separator: str
+) -> None:
+    """Only \\n, \\r\\n and \\r end a line: ``first<sep>second`` is one bad line (str.splitlines
+    made it two tasks, both paid for), and the lines after it keep their numbers."""
+    from veo4k.cli._inputs import InputError, read_task_file
+
+    (folder / "ids.txt").write_text(f"first{separator}second\r\nbad id\rveo_ok\n", "utf-8")
+    with pytest.raises(InputError) as info:
+        read_task_file("ids.txt")
+    assert [line.split(": ")[0] for line in info.value.lines] == ["ids.txt:1", "ids.txt:2"]
+    (folder / "ok.txt").write_text("veo_a\r\nveo_b\rveo_c\n\n", "utf-8")
+    assert read_task_file("ok.txt") == [("veo_a", 0), ("veo_b", 0), ("veo_c", 0)]
+
+
+@pytest.mark.parametrize("index", ["\u00b2", "\u0663", "\uff13"])
+def test_an_index_is_ascii_digits(index: str) -> None:
+    """``a:²`` or an Arabic-Indic 3 is a bad task in the usual words, never index 3."""
+    from veo4k.cli._inputs import parse_task
+
+    with pytest.raises(ValueError, match="the index after ':' must be a whole number"):
+        parse_task(f"veo_a:{index}")
+
+
 def test_testing_port_out_of_range() -> None:
     """veo4k testing --port 99999: one line, exit 2."""
     proc = subprocess.run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import re
 from collections.abc import Iterable
 
 from .. import _validate as check
@@ -18,6 +19,7 @@ __all__ = [
     "InputError", "TaskList", "case_clashes", "parse_task", "read_task_file", "read_tasks",
 ]  # fmt: skip
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
 MAX_INPUT_BYTES = 64 * 1024**2
 
 
@@ -87,7 +89,7 @@ def parse_task(text: str) -> tuple[str, int]:
     task_id, sep, index = text.strip().rpartition(":")
     if not sep:
         task_id, index = index, "0"
-    if not index.isdigit():
+    if not (index.isascii() and index.isdigit()):  # not "²" nor Arabic-Indic digits
         raise ValueError(f"bad task {text!r}: the index after ':' must be a whole number")
     try:
         return check.task_id(task_id, "the task id"), check.index(int(index), "the index")
@@ -120,7 +122,10 @@ def _read_lines(path: str) -> list[str]:
         raise InputError([f"cannot read {path}: {exc.strerror or exc}"]) from None
     if len(data) > MAX_INPUT_BYTES:
         raise InputError([f"{path}: larger than {MAX_INPUT_BYTES // 1024**2} MiB"])
-    return _decode(path, data).splitlines()
+    # Lines end at \n, \r\n or \r only: str.splitlines() also breaks at \x0b, \x0c,
+    # \x1c-\x1e, \x85, U+2028/9, which would turn one bad line into two "valid" paid tasks
+    lines = _LINE_END.split(_decode(path, data))
+    return lines[:-1] if lines and not lines[-1] else lines
 
 
 def read_task_file(path: str, tasks: TaskList | None = None) -> list[tuple[str, int]]:
