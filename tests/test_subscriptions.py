@@ -75,12 +75,14 @@ async def test_explicit_timeout_is_a_hard_bound_on_the_whole_call() -> None:
 
 @virtual_time
 async def test_explicit_timeout_counts_queueing_after_the_submission_too() -> None:
-    """A wait that queued a slot (63 s) before its submission still ends at the call's
-    deadline (80 s), not 80 s after the submission."""
+    """A wait that queued a slot (10.5 s) before its submission still ends at the call's
+    deadline (80 s), not 80 s after the submission. (At one slot a minute admission would
+    not send it: no slot would be left to poll it before its deadline.)"""
     fake = fake_with("a", "b", ready_after=1000.0)
     policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, upscale_time=5)
     loop = asyncio.get_running_loop()
-    async with simulated(fake, rate_limit=SLOW_RATE, poll_policy=policy) as client:
+    rate = veo4k.RateLimit(max_requests=1, period=10.0)
+    async with simulated(fake, rate_limit=rate, poll_policy=policy) as client:
         first = asyncio.create_task(client.wait_for_4k("a"))
         await asyncio.sleep(0)
         start = loop.time()
@@ -109,12 +111,13 @@ async def test_queueing_is_bounded_by_queue_timeout() -> None:
 
 @virtual_time
 async def test_a_wait_that_can_no_longer_finish_is_not_submitted() -> None:
-    """Admission: with a 60 s upscale, a wait given 100 s that queues past 40 s ends then,
-    unsubmitted (0 requests, no credits), saying why."""
+    """Admission: with a 150 s upscale, a wait given 200 s that queues past 50 s ends then,
+    unsubmitted (0 requests, no credits), saying why. (The upscale, not the budget, binds
+    here: a poll of the paid wait and its own need 126 s of slots.)"""
     fake = fake_with("a", "b", "c")
-    policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, upscale_time=60)
-    error, took = await queued_behind_two(fake, policy, timeout=100)
-    assert took == pytest.approx(40)
+    policy = veo4k.PollPolicy(first_delay=20, wait_initial=10, wait_max=10, upscale_time=150)
+    error, took = await queued_behind_two(fake, policy, timeout=200)
+    assert took == pytest.approx(50)
     assert isinstance(error, veo4k.NotSubmittedError)
     assert "cannot fit an upscale" in str(error)
     assert error.attempts == 0
@@ -325,3 +328,25 @@ async def test_a_waiter_that_left_no_longer_moves_the_submission_up() -> None:
     started = {n: fake.tasks[n].jobs[0].started for n in "abcdy"}
     assert started["y"] > max(started[n] for n in "bcd")
     assert loop.time() > started["y"]
+
+
+@virtual_time
+async def test_one_deadline_for_a_batch_pays_only_for_what_it_can_poll() -> None:
+    """60 tasks sharing an 8 s deadline at 10 requests/s, 4Ks ready in 0.9 s: the budget
+    holds ~76 requests, not 60 submissions and their polls. Admission leaves room in the
+    budget for the polls that paid tasks still owe, and polls are released early enough for
+    all of them: most paid tasks end in their 4K (before: 44 of 60 were paid and never
+    polled again)."""
+    names = [f"t{i:02d}" for i in range(60)]
+    fake = fake_with(*names, ready_after=0.9)
+    policy = veo4k.PollPolicy(first_delay=0.5, first_delay_jitter=0, wait_initial=0.25,
+                              wait_max=0.25, wait_jitter=0)  # fmt: skip
+    rate = veo4k.RateLimit(max_requests=10, period=1.0)
+    async with simulated(fake, rate_limit=rate, poll_policy=policy) as client:
+        outcomes = [o async for o in client.as_completed(names, timeout=8)]
+    paid = [o for o in outcomes if fake.submissions(o.task_id)]
+    lost = [o for o in paid if not o.ok]
+    refused = [o for o in outcomes if isinstance(o.error, veo4k.NotSubmittedError)]
+    assert len(paid) + len(refused) == len(names)
+    assert len(paid) >= 25
+    assert len(lost) <= len(paid) // 5, (len(paid), len(lost))

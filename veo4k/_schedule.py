@@ -10,8 +10,8 @@ callback, a record-info check, a link refresh. A *submission* may start a paid j
 - urgent follow-ups (confirmations, record-info, link refreshes, a wait's last look before its
   deadline) go first, earliest due first: they never wait behind a submission;
 - while submissions wait, a due poll is held back, at most ``hold_back`` seconds (300) after it
-  became due, and released two slots before its wait's deadline (its last look); once its
-  hold is over it goes before submissions,
+  became due, and released before its wait's deadline early enough for every follow-up then
+  waiting to get a slot first (its last look); once its hold is over it goes before submissions,
   earliest end of hold first. While no submission waits, polls go at once. A poll is never sent
   before the wait's PollPolicy makes it due: the policy is a floor on spacing;
 - submissions go earliest deadline first, then in arrival order; even while polls past their
@@ -203,6 +203,8 @@ class Schedule:
         self.slot_gap = 0.0
         """Seconds between slots at the current rate (the limiter keeps it up to date)."""
         self.admission = Admission()
+        self.paid_open = 0
+        """Waits submitted and not ended: each owes the account at least one more request."""
         self._heaps: tuple[list[tuple[float, int, Ask]], ...] = ([], [], [])
         self._waiting = [0, 0, 0]
         self._seq = 0
@@ -230,8 +232,10 @@ class Schedule:
             heap, key = _SUBMISSIONS, ask.latest
         elif ask.urgent:
             heap, key = _URGENT, ask.due
-        else:  # held back at most hold_back, and released two slots before its deadline
-            heap, key = _POLLS, min(ask.due + self.hold_back, ask.latest - 2 * self.slot_gap)
+        else:  # held back at most hold_back, and released early enough that every poll
+            # waiting now gets a slot before this one's deadline (two slots to spare)
+            ahead = self._waiting[_POLLS] + self._waiting[_URGENT] + 2
+            heap, key = _POLLS, min(ask.due + self.hold_back, ask.latest - ahead * self.slot_gap)
         self._seq += 4  # the low two bits name the heap, so removal needs no search
         ask._seq = self._seq + heap
         heapq.heappush(self._heaps[heap], (key, ask._seq, ask))

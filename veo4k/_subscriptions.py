@@ -276,6 +276,7 @@ class Waiters(Ask):
     def _mark_submitted(self, at: float) -> None:
         """The first request got its slot at ``at``: default timeouts start counting."""
         self.submitted_at = at
+        self._limiter.schedule.paid_open += 1
         for sub in self.subscribers:
             sub.submitted(at)
         self._set_alarm()
@@ -283,6 +284,7 @@ class Waiters(Ask):
     def _unmark_submitted(self) -> None:
         """Kie rejected the submission (429): nothing is submitted yet."""
         self.submitted_at = None
+        self._limiter.schedule.paid_open -= 1
         for sub in self.subscribers:
             sub.unsubmitted()
         self._set_alarm()
@@ -294,7 +296,7 @@ class Waiters(Ask):
         if self.subscribers and not self.done:
             when = min(s.deadline for s in self.subscribers)
             if self.submitted_at is None and self.queued:
-                when = min(when, Admission.refuse_at(self._estimate(), self._bounds()))
+                when = min(when, Admission.refuse_at(self._needed(), self._bounds()))
             loop = asyncio.get_running_loop()
             self._alarm = loop.call_at(when, self._on_alarm, when, context=self._context)
 
@@ -321,6 +323,13 @@ class Waiters(Ask):
     def _estimate(self) -> float:
         return self._limiter.schedule.admission.estimate(self.basis)
 
+    def _needed(self) -> float:
+        """Seconds a submission sent now needs before its deadline: an upscale, and room in the
+        account's budget for a request of every wait already paid for and one poll of its own
+        (a batch with one deadline must not pay for tasks it will have no slot to poll)."""
+        schedule = self._limiter.schedule
+        return max(self._estimate(), (schedule.paid_open + 1) * schedule.slot_gap)
+
     def _bounds(self) -> list[float]:
         """The deadline of each waiter; empty (always of use) if any has a default timeout (it
         counts from the submission) or one shorter than an upscale from the start."""
@@ -329,7 +338,7 @@ class Waiters(Ask):
         return [s.deadline for s in self.subscribers]
 
     def _refuses(self, now: float) -> bool:
-        return Admission.refuses(now, self._estimate(), self._bounds())
+        return Admission.refuses(now, self._needed(), self._bounds())
 
     def admit(self, now: float, admission: Admission) -> bool:
         """The schedule asks before granting this submission its slot."""
