@@ -144,7 +144,8 @@ def build_parser() -> Parser:
     up.add_argument("--json", action="store_true",
                     help="NDJSON on stdout: one object per event as it happens (submitted, "
                     "progress, done, downloaded, failed ...), a batch object with the counts "
-                    "and the ETA every few seconds, and a final summary")  # fmt: skip
+                    "and the ETA every few seconds, and a final summary (none on exit 4: "
+                    "the journal could not be written, stderr says why)")  # fmt: skip
     up.add_argument("--timeout", type=seconds, metavar="SECONDS",
                     help="give up on a task this long after its wait starts (all start "
                     "together unless --concurrency); a task that could no longer finish in "
