@@ -200,8 +200,7 @@ class SharedWait(Waiters):
             return
         self._state = _ENDED
         self._limiter.withdraw(self)
-        if self.submitted_at is not None:  # it owes the account no more requests
-            self._limiter.schedule.paid_open -= 1
+        self._paid_settled()
         for handle in (self._alarm, self._timer):
             if handle is not None:
                 handle.cancel()

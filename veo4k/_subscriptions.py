@@ -281,6 +281,11 @@ class Waiters(Ask):
             sub.submitted(at)
         self._set_alarm()
 
+    def _paid_settled(self) -> None:
+        """The loop ended: a submitted wait owes the account no more requests."""
+        if self.submitted_at is not None:
+            self._limiter.schedule.paid_open -= 1
+
     def _unmark_submitted(self) -> None:
         """Kie rejected the submission (429): nothing is submitted yet."""
         self.submitted_at = None
